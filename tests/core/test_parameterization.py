@@ -1,0 +1,102 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from warmup_core.models import build_model
+from warmup_core.optim import build_optimizer, optimizer_family
+from warmup_core.parameterization import Parameterization
+
+WIDTHS = (64, 128, 256, 512, 1024)
+
+
+def test_sp_hidden_rule_is_fan_in_init_with_unit_multipliers():
+    rule = Parameterization("sp", init_scale=2.0).layer_rule("hidden", 512, 512)
+    assert rule.init_std == pytest.approx(math.sqrt(2 / 512))
+    assert (rule.multiplier, rule.lr_mult_sgd, rule.lr_mult_adam) == (1.0, 1.0, 1.0)
+
+
+def test_mup_readout_is_scaled_down_by_root_width():
+    rule = Parameterization("mup", last_init_scale=1.0).layer_rule("output", 1024, 10)
+    assert rule.multiplier == pytest.approx(1 / 32)
+    assert rule.lr_mult_adam == pytest.approx(1 / 32)
+    assert Parameterization("mup").layer_rule("hidden", 1024, 1024).lr_mult_adam == 1 / 1024
+
+
+def test_simple_mup_drops_per_layer_learning_rates():
+    rule = Parameterization("mup", simple_mup=True).layer_rule("hidden", 1024, 1024)
+    assert rule.lr_mult_adam == 1.0
+
+
+def test_effective_init_variance_is_the_same_for_input_layers_across_parameterizations():
+    for name in ("sp", "ntp", "mup"):
+        rule = Parameterization(name, init_scale=2.0).layer_rule("input", 32, 256)
+        assert (rule.init_std * rule.multiplier) ** 2 == pytest.approx(2.0 / 32)
+
+
+@pytest.mark.parametrize(
+    "field, kwargs",
+    [
+        ("parameterization", dict(name="mu-p")),
+        ("init_scale", dict(init_scale=0.0)),
+        ("last_init_scale", dict(last_init_scale=-1.0)),
+    ],
+)
+def test_bad_parameterization_names_the_field(field, kwargs):
+    with pytest.raises(ValueError, match=field):
+        Parameterization(**kwargs)
+
+
+def _coordinate_check(parameterization: str, optimizer: str, lr: float) -> dict[str, list[float]]:
+    """Scales of hidden activations at init and of their one-step updates, per width."""
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(128, 32, generator=gen), torch.randn(128, 10, generator=gen)
+    scales = {"h0": [], "dh": [], "df": []}
+    for width in WIDTHS:
+        model = build_model(
+            "fcn",
+            in_shape=(32,),
+            out_dim=10,
+            width=width,
+            depth=4,
+            parameterization=parameterization,
+            seed=0,
+        )
+        params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+
+        def last_hidden(p, model=model):
+            h = x
+            for i, layer in enumerate(model.layers[:-1]):
+                sub = {k.split(".", 2)[2]: v for k, v in p.items() if k.startswith(f"layers.{i}.")}
+                h = F.relu(functional_call(layer, sub, (h,)))
+            return h
+
+        h0, f0 = last_hidden(params), functional_call(model, params, (x,))
+        grads = torch.autograd.grad(F.mse_loss(f0, y), list(params.values()))
+        opt = build_optimizer(optimizer, model.lr_multipliers(optimizer_family(optimizer)))
+        opt.step(params, dict(zip(params, grads, strict=True)), lr)
+        with torch.no_grad():
+            scales["h0"].append(h0.abs().mean().item())
+            scales["dh"].append((last_hidden(params) - h0).abs().mean().item())
+            scales["df"].append((functional_call(model, params, (x,)) - f0).abs().mean().item())
+    return scales
+
+
+def _growth(values: list[float]) -> float:
+    return values[-1] / values[0]
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("adam", 1e-3)])
+def test_coordinate_check_mup_stays_flat_and_sp_drifts_with_width(optimizer, lr):
+    mup = _coordinate_check("mup", optimizer, lr)
+    sp = _coordinate_check("sp", optimizer, lr)
+    for scales in (mup, sp):  # activations at init are O(1) in both
+        assert 0.5 < _growth(scales["h0"]) < 2
+    # muP: one-step updates of features and outputs do not grow with width (64 -> 1024).
+    assert 0.4 < _growth(mup["dh"]) < 2.5
+    assert 0.4 < _growth(mup["df"]) < 2.5
+    # SP at a fixed learning rate: the output update blows up with width.
+    assert _growth(sp["df"]) > 4
+    assert _growth(sp["dh"]) > 2

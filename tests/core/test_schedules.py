@@ -1,0 +1,91 @@
+import math
+
+import pytest
+import torch
+
+from warmup_core.schedules import Schedule, learning_rate
+
+
+def test_linear_warmup_matches_formula_at_boundaries():
+    kw = dict(eta_trgt=0.8, warmup_steps=4, eta_init=0.0)
+    assert learning_rate(1, **kw) == pytest.approx(0.2)
+    assert learning_rate(2, **kw) == pytest.approx(0.4)
+    assert learning_rate(4, **kw) == pytest.approx(0.8)
+    assert learning_rate(5, **kw) == pytest.approx(0.8)
+    assert learning_rate(1000, **kw) == pytest.approx(0.8)
+
+
+def test_warmup_of_one_step_means_no_warmup():
+    assert learning_rate(1, eta_trgt=0.3, warmup_steps=1) == pytest.approx(0.3)
+
+
+def test_linear_warmup_from_nonzero_init():
+    kw = dict(eta_trgt=1.0, warmup_steps=10, eta_init=0.5)
+    assert learning_rate(5, **kw) == pytest.approx(0.5 + 0.5 * 0.5)
+    assert learning_rate(10, **kw) == pytest.approx(1.0)
+
+
+def test_polynomial_warmup_generalizes_the_exponent():
+    kw = dict(eta_trgt=1.0, warmup_steps=10, shape="polynomial", power=2.0)
+    assert learning_rate(5, **kw) == pytest.approx(0.25)
+    assert learning_rate(10, **kw) == pytest.approx(1.0)
+
+
+def test_catapult_warmup_starts_at_eta_c_and_caps_at_target():
+    kw = dict(eta_trgt=1.0, warmup_steps=10, eta_init=0.4, shape="catapult")
+    assert learning_rate(1, **kw) == pytest.approx(0.4 + 0.1)
+    assert learning_rate(5, **kw) == pytest.approx(0.9)
+    assert learning_rate(6, **kw) == pytest.approx(1.0)  # 0.4 + 0.6 capped
+    assert learning_rate(10, **kw) == pytest.approx(1.0)
+
+
+def test_cosine_decay_reaches_eta_min_at_the_last_step():
+    kw = dict(eta_trgt=1.0, warmup_steps=10, decay="cosine", num_steps=110, eta_min=0.1)
+    assert learning_rate(10, **kw) == pytest.approx(1.0)
+    assert learning_rate(60, **kw) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert learning_rate(110, **kw) == pytest.approx(0.1)
+    assert learning_rate(11, **kw) == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi / 100)) / 2)
+
+
+def test_linear_decay_is_linear_after_warmup():
+    kw = dict(eta_trgt=1.0, warmup_steps=1, decay="linear", num_steps=11)
+    assert learning_rate(1, **kw) == pytest.approx(1.0)
+    assert learning_rate(6, **kw) == pytest.approx(0.5)
+    assert learning_rate(11, **kw) == pytest.approx(0.0)
+
+
+def test_tensor_arguments_schedule_many_trials_at_once():
+    eta = torch.tensor([0.1, 0.2, 0.4])
+    warm = torch.tensor([1, 4, 16])
+    for step in (1, 2, 4, 16, 20):
+        got = learning_rate(step, eta_trgt=eta, warmup_steps=warm, decay="cosine", num_steps=40)
+        for i in range(3):
+            want = learning_rate(
+                step,
+                eta_trgt=float(eta[i]),
+                warmup_steps=int(warm[i]),
+                decay="cosine",
+                num_steps=40,
+            )
+            assert float(got[i]) == pytest.approx(want, rel=1e-6)
+
+
+def test_tensor_of_steps_gives_the_whole_curve():
+    steps = torch.arange(1, 9)
+    curve = learning_rate(steps, eta_trgt=1.0, warmup_steps=4)
+    assert curve.tolist() == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 1, 1])
+
+
+@pytest.mark.parametrize(
+    "kwargs, field",
+    [
+        (dict(eta_trgt=1.0, warmup_steps=0), "warmup_steps"),
+        (dict(eta_trgt=-1.0), "eta_trgt"),
+        (dict(eta_trgt=1.0, shape="cubic"), "warmup_shape"),
+        (dict(eta_trgt=1.0, decay="step"), "decay"),
+        (dict(eta_trgt=1.0, decay="cosine"), "num_steps"),
+    ],
+)
+def test_bad_arguments_name_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        Schedule(**kwargs)

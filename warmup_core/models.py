@@ -1,0 +1,347 @@
+"""Models of the paper: FCN, Myrtle CNN, WideResNet (LayerNorm), pre-LN Transformer.
+
+Every weight layer takes its init, forward multiplier and learning-rate
+multiplier from a `Parameterization` rule, so the same model code serves SP,
+NTP and muP. All models are plain `nn.Module`s without buffers or in-place
+ops, so `torch.func.functional_call` (and `vmap` over it) works on a dict of
+parameters; curvature and packed trials rely on that.
+
+Init follows the paper: truncated normal (at two standard deviations, rescaled
+so the variance is exact), sigma_w^2 = `init_scale` for hidden layers,
+`last_init_scale` for the readout, zero biases, unit norm gains.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from warmup_core.parameterization import Parameterization
+
+MODELS = ("fcn", "myrtle", "wrn", "transformer")
+ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": lambda x: x}
+
+# Variance of a standard normal truncated at +-2: divide the std by its root so
+# truncated init has exactly the variance the parameterization asks for.
+_TRUNC_STD = 0.8796256610342398
+
+
+def _trunc_normal_(tensor: torch.Tensor, std: float, generator: torch.Generator | None) -> None:
+    with torch.no_grad():
+        nn.init.trunc_normal_(tensor, 0.0, 1.0, -2.0, 2.0, generator=generator)
+        tensor.mul_(std / _TRUNC_STD)
+
+
+class _ParamLayer(nn.Module):
+    """A weight layer whose init and multiplier come from a parameterization rule."""
+
+    def __init__(self, param: Parameterization, role: str, fan_in: int, fan_out: int) -> None:
+        super().__init__()
+        self.role = role
+        self.rule = param.layer_rule(role, fan_in, fan_out)
+
+    def reset_parameters(self, generator: torch.Generator | None) -> None:
+        _trunc_normal_(self.weight, self.rule.init_std, generator)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+
+class ParamLinear(_ParamLayer):
+    """Linear layer `y = multiplier * x W^T + b` under a parameterization."""
+
+    def __init__(
+        self, d_in: int, d_out: int, param: Parameterization, role: str, bias: bool = True
+    ) -> None:
+        super().__init__(param, role, d_in, d_out)
+        self.weight = nn.Parameter(torch.empty(d_out, d_in))
+        self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight * self.rule.multiplier, self.bias)
+
+
+class ParamConv2d(_ParamLayer):
+    """3x3 (or kxk) 'same' convolution under a parameterization."""
+
+    def __init__(
+        self,
+        c_in: int,
+        c_out: int,
+        param: Parameterization,
+        role: str,
+        kernel: int = 3,
+        stride: int = 1,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(param, role, c_in * kernel * kernel, c_out)
+        self.stride, self.padding = stride, kernel // 2
+        self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, self.weight * self.rule.multiplier, self.bias, self.stride, self.padding)
+
+
+class WarmupModel(nn.Module):
+    """Base class: parameterized init and per-parameter learning-rate multipliers."""
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Re-initialize every layer from `generator` (deterministic for a seed)."""
+        for module in self.modules():
+            if isinstance(module, _ParamLayer):
+                module.reset_parameters(generator)
+            elif isinstance(module, (nn.LayerNorm, nn.GroupNorm, nn.Embedding)):
+                module.reset_parameters()
+
+    def lr_multipliers(self, optimizer_family: str) -> dict[str, float]:
+        """Per-parameter learning-rate multipliers ('sgd' or 'adam' rules)."""
+        mults = {}
+        for mod_name, module in self.named_modules():
+            for p_name, _ in module.named_parameters(recurse=False):
+                full = f"{mod_name}.{p_name}" if mod_name else p_name
+                is_weight = isinstance(module, _ParamLayer) and p_name == "weight"
+                mults[full] = module.rule.lr_mult(optimizer_family) if is_weight else 1.0
+        return mults
+
+
+class FCN(WarmupModel):
+    """Fully connected net: `depth` weight layers of `width` units (FCN-4-512 = depth 4)."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        param: Parameterization,
+        width: int = 512,
+        depth: int = 4,
+        activation: str = "relu",
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        _check_positive(width=width, depth=depth)
+        _check_choice("model.activation", activation, tuple(ACTIVATIONS))
+        dims = [in_dim] + [width] * (depth - 1) + [out_dim]
+        roles = ["input"] + ["hidden"] * (depth - 2) + ["output"] if depth > 1 else ["output"]
+        self.layers = nn.ModuleList(
+            ParamLinear(a, b, param, role, bias)
+            for a, b, role in zip(dims[:-1], dims[1:], roles, strict=True)
+        )
+        self.act = ACTIVATIONS[activation]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.flatten(1)
+        for layer in self.layers[:-1]:
+            x = self.act(layer(x))
+        return self.layers[-1](x)
+
+
+class Myrtle(WarmupModel):
+    """Myrtle CNN (Shankar et al. 2020) with 5, 7 or 10 layers and `width` channels."""
+
+    STAGES: ClassVar[dict[int, tuple[int, int, int]]] = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_dim: int,
+        param: Parameterization,
+        depth: int = 5,
+        width: int = 64,
+    ) -> None:
+        super().__init__()
+        if depth not in self.STAGES:
+            raise ValueError(f"model.depth: Myrtle depth must be one of 5, 7, 10, got {depth!r}")
+        _check_positive(width=width)
+        convs, c_in = [], in_channels
+        for stage, count in enumerate(self.STAGES[depth]):
+            for _ in range(count):
+                role = "input" if not convs else "hidden"
+                convs.append(ParamConv2d(c_in, width, param, role))
+                c_in = width
+            convs[-1].pool_after = stage < 2  # 2x2 average pools after stages 1 and 2
+        self.convs = nn.ModuleList(convs)
+        self.readout = ParamLinear(width, out_dim, param, "output")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv in self.convs:
+            x = F.relu(conv(x))
+            if getattr(conv, "pool_after", False):
+                x = F.avg_pool2d(x, 2)
+        return self.readout(x.mean(dim=(2, 3)))
+
+
+class _WRNBlock(nn.Module):
+    """Pre-activation residual block with LayerNorm (GroupNorm of one group) for BatchNorm."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, param: Parameterization) -> None:
+        super().__init__()
+        self.norm1 = nn.GroupNorm(1, c_in)
+        self.conv1 = ParamConv2d(c_in, c_out, param, "hidden", stride=stride, bias=False)
+        self.norm2 = nn.GroupNorm(1, c_out)
+        self.conv2 = ParamConv2d(c_out, c_out, param, "hidden", bias=False)
+        needs_proj = stride != 1 or c_in != c_out
+        self.shortcut = (
+            ParamConv2d(c_in, c_out, param, "hidden", kernel=1, stride=stride, bias=False)
+            if needs_proj
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.norm1(x))
+        skip = x if self.shortcut is None else self.shortcut(out)
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.norm2(out)))
+        return out + skip
+
+
+class WideResNet(WarmupModel):
+    """WRN-depth-k (Zagoruyko & Komodakis) with LayerNorm in place of BatchNorm."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_dim: int,
+        param: Parameterization,
+        depth: int = 16,
+        widen: int = 4,
+        base_channels: int = 16,
+    ) -> None:
+        super().__init__()
+        if depth < 10 or (depth - 4) % 6:
+            raise ValueError(f"model.depth: WideResNet depth must be 6n+4 >= 10, got {depth!r}")
+        _check_positive(widen=widen, base_channels=base_channels)
+        blocks_per_stage = (depth - 4) // 6
+        self.stem = ParamConv2d(in_channels, base_channels, param, "input", bias=False)
+        blocks, c_in = [], base_channels
+        for stage in range(3):
+            c_out = base_channels * widen * 2**stage
+            for i in range(blocks_per_stage):
+                stride = 2 if stage > 0 and i == 0 else 1
+                blocks.append(_WRNBlock(c_in, c_out, stride, param))
+                c_in = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.norm = nn.GroupNorm(1, c_in)
+        self.readout = ParamLinear(c_in, out_dim, param, "output")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        x = F.relu(self.norm(x))
+        return self.readout(x.mean(dim=(2, 3)))
+
+
+class _TransformerBlock(nn.Module):
+    def __init__(self, d_model: int, heads: int, param: Parameterization) -> None:
+        super().__init__()
+        self.heads = heads
+        self.attn_scale = param.attention_scale(d_model // heads)
+        self.ln1 = nn.LayerNorm(d_model)
+        self.qkv = ParamLinear(d_model, 3 * d_model, param, "hidden")
+        self.proj = ParamLinear(d_model, d_model, param, "hidden")
+        self.ln2 = nn.LayerNorm(d_model)
+        self.fc = ParamLinear(d_model, 4 * d_model, param, "hidden")
+        self.fc_out = ParamLinear(4 * d_model, d_model, param, "hidden")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
+        q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attn_scale)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
+        return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
+
+
+class Transformer(WarmupModel):
+    """Pre-LN decoder-only Transformer for character-level language modelling."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        context: int,
+        param: Parameterization,
+        width: int = 128,
+        depth: int = 4,
+        heads: int = 4,
+    ) -> None:
+        super().__init__()
+        _check_positive(width=width, depth=depth, heads=heads, context=context)
+        if width % heads:
+            raise ValueError(f"model.heads: must divide model.width ({width}), got {heads}")
+        # Token and position embeddings act on one-hot inputs: the input layer of muP.
+        self.tok = ParamLinear(vocab_size, width, param, "input", bias=False)
+        self.pos = nn.Parameter(torch.zeros(context, width))
+        self.blocks = nn.ModuleList(_TransformerBlock(width, heads, param) for _ in range(depth))
+        self.ln_f = nn.LayerNorm(width)
+        self.readout = ParamLinear(width, vocab_size, param, "output", bias=False)
+        self.vocab_size = vocab_size
+
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        super().reset_parameters(generator)
+        _trunc_normal_(self.pos, 0.02, generator)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        t = tokens.shape[1]
+        # One-hot times weight = embedding lookup, so muP's input-layer rule applies as is.
+        x = F.embedding(tokens, self.tok.weight.t() * self.tok.rule.multiplier) + self.pos[:t]
+        for block in self.blocks:
+            x = block(x)
+        return self.readout(self.ln_f(x))
+
+
+def _check_positive(**values: int) -> None:
+    for field, value in values.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"model.{field}: must be a positive integer, got {value!r}")
+
+
+def _check_choice(field: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+
+
+def build_model(
+    name: str,
+    *,
+    in_shape: Sequence[int],
+    out_dim: int,
+    parameterization: str | Parameterization = "sp",
+    init_scale: float = 2.0,
+    last_init_scale: float = 1.0,
+    seed: int = 0,
+    **kwargs: object,
+) -> WarmupModel:
+    """Build and initialize model `name` for inputs of `in_shape` (no batch axis).
+
+    `in_shape` is (D,) or (C, H, W) for fcn, (C, H, W) for the CNNs, (context,)
+    for the transformer, whose `out_dim` is the vocabulary size.
+    """
+    _check_choice("model.name", name, MODELS)
+    param = (
+        parameterization
+        if isinstance(parameterization, Parameterization)
+        else Parameterization(parameterization, init_scale, last_init_scale)
+    )
+    in_shape = tuple(in_shape)
+    try:
+        if name == "fcn":
+            model = FCN(math.prod(in_shape), out_dim, param, **kwargs)
+        elif name == "myrtle":
+            model = Myrtle(_channels(in_shape), out_dim, param, **kwargs)
+        elif name == "wrn":
+            model = WideResNet(_channels(in_shape), out_dim, param, **kwargs)
+        else:
+            model = Transformer(out_dim, in_shape[0], param, **kwargs)
+    except TypeError as exc:  # an unexpected keyword: name the model and the field
+        raise ValueError(f"model: bad option for {name!r}: {exc}") from None
+    model.reset_parameters(torch.Generator().manual_seed(seed))
+    return model
+
+
+def _channels(in_shape: tuple[int, ...]) -> int:
+    if len(in_shape) != 3:
+        raise ValueError(f"dataset: convolutional models need (C, H, W) inputs, got {in_shape}")
+    return in_shape[0]

@@ -1,0 +1,182 @@
+"""Optimizers with explicit, inspectable state over dicts of tensors.
+
+SGD (momentum, Nesterov), Adam, AdamW and GI-Adam. Each optimizer owns its
+state (`.state`, one dict of tensors per parameter name) and updates the
+parameter tensors in place with `step(params, grads, lr)`; the learning rate
+is passed at every step, so any schedule drives it. `lr` is a number or a
+tensor of shape (K,) for K packed trials whose parameters carry a leading
+member axis. Per-parameter learning-rate multipliers (from a
+parameterization) are applied on top.
+
+Adam exposes its diagonal pre-conditioner `P = (1 - beta1^t) (sqrt(v_hat) + eps)`,
+in which the update reads `theta -= lr * P^-1 m`; the pre-conditioned
+sharpness is the top eigenvalue of `P^-1 H`.
+
+GI-Adam (Kalra & Barkeshli 2024) initializes the second moment with the
+squared first gradient, `v_0 = g_0^2`, and keeps the usual bias correction,
+which acts as a built-in warmup `eta_t = eta * sqrt(1 - beta2^t)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+OPTIMIZERS = ("sgd", "adam", "adamw", "gi-adam")
+ADAM_FAMILY = ("adam", "adamw", "gi-adam")
+
+Params = Mapping[str, torch.Tensor]
+
+
+def optimizer_family(name: str) -> str:
+    """'adam' for the Adam family, 'sgd' otherwise (selects parameterization lr rules)."""
+    return "adam" if name in ADAM_FAMILY else "sgd"
+
+
+def _lr_for(lr: float | torch.Tensor, param: torch.Tensor, mult: float) -> float | torch.Tensor:
+    """The learning rate broadcast against `param` (member axis first when packed)."""
+    if isinstance(lr, torch.Tensor) and lr.ndim > 0:
+        return (lr * mult).to(param.dtype).view(-1, *([1] * (param.ndim - 1)))
+    return float(lr) * mult
+
+
+class Optimizer:
+    """Shared bookkeeping: per-parameter lr multipliers and a step counter."""
+
+    def __init__(self, lr_multipliers: Mapping[str, float] | None = None) -> None:
+        self.lr_multipliers = dict(lr_multipliers or {})
+        self.state: dict[str, dict[str, torch.Tensor]] = {}
+        self.t = 0
+
+    def mult(self, name: str) -> float:
+        return self.lr_multipliers.get(name, 1.0)
+
+    def step(self, params: Params, grads: Params, lr: float | torch.Tensor) -> None:
+        """Update `params` in place from `grads` with learning rate `lr`."""
+        self.t += 1
+        with torch.no_grad():
+            for name, p in params.items():
+                self._update(name, p, grads[name], _lr_for(lr, p, self.mult(name)))
+
+    def _update(self, name: str, p: torch.Tensor, g: torch.Tensor, lr) -> None:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict:
+        """State for checkpoints: step count and per-parameter tensors."""
+        return {"t": self.t, "state": {k: dict(v) for k, v in self.state.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.t = state["t"]
+        self.state = {k: dict(v) for k, v in state["state"].items()}
+
+
+class SGD(Optimizer):
+    """SGD with optional (Nesterov) momentum and L2 weight decay, as torch.optim.SGD."""
+
+    def __init__(
+        self,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        weight_decay: float = 0.0,
+        lr_multipliers: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(lr_multipliers)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"optimizer.momentum: must be in [0, 1), got {momentum!r}")
+        if nesterov and momentum == 0:
+            raise ValueError("optimizer.nesterov: needs optimizer.momentum > 0")
+        self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
+
+    def _update(self, name, p, g, lr) -> None:
+        if self.weight_decay:
+            g = g + self.weight_decay * p
+        if self.momentum:
+            buf = self.state.setdefault(name, {}).get("momentum")
+            if buf is None:
+                buf = self.state[name]["momentum"] = g.clone()
+            else:
+                buf.mul_(self.momentum).add_(g)
+            g = g + self.momentum * buf if self.nesterov else buf
+        p.sub_(lr * g)
+
+
+class Adam(Optimizer):
+    """Adam / AdamW / GI-Adam with torch.optim.Adam's arithmetic when extras are off."""
+
+    def __init__(
+        self,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+        gi: bool = False,
+        lr_multipliers: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(lr_multipliers)
+        for field, beta in (("optimizer.beta1", beta1), ("optimizer.beta2", beta2)):
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{field}: must be in [0, 1), got {beta!r}")
+        if eps < 0:
+            raise ValueError(f"optimizer.eps: must be non-negative, got {eps!r}")
+        self.beta1, self.beta2, self.eps = beta1, beta2, eps
+        self.weight_decay, self.decoupled, self.gi = weight_decay, decoupled, gi
+
+    def _update(self, name, p, g, lr) -> None:
+        if self.weight_decay and self.decoupled:
+            p.mul_(1 - lr * self.weight_decay)
+        elif self.weight_decay:
+            g = g + self.weight_decay * p
+        st = self.state.get(name)
+        if st is None:
+            # GI-Adam: v_0 = g_0^2 instead of 0.
+            v0 = g * g if self.gi else torch.zeros_like(g)
+            st = self.state[name] = {"m": torch.zeros_like(g), "v": v0}
+        st["m"].mul_(self.beta1).add_(g, alpha=1 - self.beta1)
+        st["v"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
+        denom = self._denominator(st["v"])
+        p.sub_(lr * st["m"] / denom)
+
+    def _denominator(self, v: torch.Tensor) -> torch.Tensor:
+        """(1 - beta1^t) (sqrt(v_hat) + eps): the pre-conditioner P."""
+        bc1 = 1 - self.beta1**self.t
+        bc2 = 1 - self.beta2**self.t
+        return (v.sqrt() / bc2**0.5 + self.eps) * bc1
+
+    def preconditioner(self) -> dict[str, torch.Tensor]:
+        """Diagonal of P for the last step taken (theta -= lr * P^-1 m)."""
+        if self.t == 0:
+            raise RuntimeError("preconditioner: no step taken yet")
+        return {name: self._denominator(st["v"]) for name, st in self.state.items()}
+
+    def first_step_preconditioner(self, grads: Params) -> dict[str, torch.Tensor]:
+        """Diagonal of P that the first update would use for first gradients `grads`."""
+        # After one step: v_1 = (1 - beta2) g^2 (Adam) or g^2 (GI-Adam); t = 1.
+        v_scale = 1.0 if self.gi else 1 - self.beta2
+        bc2 = 1 - self.beta2
+        return {
+            name: ((g * g * v_scale).sqrt() / bc2**0.5 + self.eps) * (1 - self.beta1)
+            for name, g in grads.items()
+        }
+
+
+def build_optimizer(
+    name: str, lr_multipliers: Mapping[str, float] | None = None, **hyper: float
+) -> Optimizer:
+    """Optimizer `name` ('sgd', 'adam', 'adamw', 'gi-adam') with hyperparameters `hyper`."""
+    if name not in OPTIMIZERS:
+        raise ValueError(
+            f"optimizer.name: unknown value {name!r}; allowed: {', '.join(OPTIMIZERS)}"
+        )
+    try:
+        if name == "sgd":
+            return SGD(lr_multipliers=lr_multipliers, **hyper)
+        return Adam(
+            lr_multipliers=lr_multipliers,
+            decoupled=name == "adamw",
+            gi=name == "gi-adam",
+            **hyper,
+        )
+    except TypeError as exc:
+        raise ValueError(f"optimizer: bad option for {name!r}: {exc}") from None
