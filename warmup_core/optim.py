@@ -150,15 +150,19 @@ class Adam(Optimizer):
             raise RuntimeError("preconditioner: no step taken yet")
         return {name: self._denominator(st["v"]) for name, st in self.state.items()}
 
-    def first_step_preconditioner(self, grads: Params) -> dict[str, torch.Tensor]:
-        """Diagonal of P that the first update would use for first gradients `grads`."""
-        # After one step: v_1 = (1 - beta2) g^2 (Adam) or g^2 (GI-Adam); t = 1.
-        v_scale = 1.0 if self.gi else 1 - self.beta2
-        bc2 = 1 - self.beta2
-        return {
-            name: ((g * g * v_scale).sqrt() / bc2**0.5 + self.eps) * (1 - self.beta1)
-            for name, g in grads.items()
-        }
+    def peek_preconditioner(self, grads: Params) -> dict[str, torch.Tensor]:
+        """Diagonal of P that the next step would use for gradients `grads` (no update)."""
+        t, out = self.t + 1, {}
+        bc1, bc2 = 1 - self.beta1**t, 1 - self.beta2**t
+        for name, g in grads.items():
+            st = self.state.get(name)
+            if st is None:  # first step: v_0 = 0, or g^2 for GI-Adam
+                v_prev = g * g if self.gi else torch.zeros_like(g)
+            else:
+                v_prev = st["v"]
+            v = self.beta2 * v_prev + (1 - self.beta2) * g * g
+            out[name] = (v.sqrt() / bc2**0.5 + self.eps) * bc1
+        return out
 
 
 def build_optimizer(
