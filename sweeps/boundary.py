@@ -1,0 +1,102 @@
+"""Divergence-boundary search: the largest trainable `eta_trgt`, by bisection in log2.
+
+For every point of the other axes (and every seed) the search keeps a bracket
+`[largest trainable, smallest diverged]` of log2(eta_trgt). It first tries
+both ends of the `eta_trgt` axis, then halves the bracket until it is at most
+`search.resolution` wide. Each round is one batch of trials, one per open
+point, so the points run in parallel. A trial that ended in `error` closes its
+point without a verdict. The search is a pure function of the statuses it is
+told, so a re-run over the same results makes the same choices (resume).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from sweeps.spec import PlannedTrial, RelativeAxis, SweepSpec, axis_values, make_trial
+
+
+@dataclass
+class Bracket:
+    """What is known about one point: log2 eta of the largest trainable and smallest diverged."""
+
+    point: dict[str, Any]
+    lo: float  # log2 of the axis' smallest eta
+    hi: float  # log2 of the axis' largest eta
+    trainable: float | None = None
+    diverged: float | None = None
+    failed: bool = False
+
+    def next_probe(self, resolution: float) -> list[float]:
+        """log2 etas to try next; empty when this point is settled."""
+        if self.failed:
+            return []
+        if self.trainable is None and self.diverged is None:
+            return [self.lo, self.hi]
+        if self.trainable is None or self.diverged is None:
+            return []  # the whole axis is trainable, or nothing is
+        if self.diverged - self.trainable <= resolution:
+            return []
+        return [(self.trainable + self.diverged) / 2]
+
+
+class BoundarySearch:
+    """Rounds of trials that bisect the divergence boundary of every point."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        self.spec = spec
+        axis = spec.grid["eta_trgt"]
+        self.relative = isinstance(axis, RelativeAxis)
+        etas = axis.values if self.relative else axis
+        self.lo, self.hi = math.log2(min(etas)), math.log2(max(etas))
+        others = {k: v for k, v in axis_values(spec).items() if k != "eta_trgt"}
+        self.brackets = [
+            Bracket({k: v for part in combo for k, v in part.items()}, self.lo, self.hi)
+            for combo in itertools.product(*others.values())
+        ]
+        self._in_flight: dict[str, tuple[Bracket, float]] = {}
+
+    def _trial(self, bracket: Bracket, log_eta: float) -> PlannedTrial:
+        eta = {"eta_trgt": float(2.0**log_eta)}
+        if self.relative:
+            eta["eta_trgt_relative_to"] = "lambda0"
+        return make_trial(self.spec, {**bracket.point, **eta})
+
+    def next_round(self) -> list[PlannedTrial]:
+        """The trials of the next round (empty when every point is settled)."""
+        self._in_flight = {}
+        batch = []
+        for bracket in self.brackets:
+            for log_eta in bracket.next_probe(self.spec.search.resolution):
+                trial = self._trial(bracket, log_eta)
+                self._in_flight[trial.trial_id] = (bracket, log_eta)
+                batch.append(trial)
+        return batch
+
+    def record(self, statuses: dict[str, str | None]) -> None:
+        """Update the brackets with the statuses of the last round's trials."""
+        for trial_id, (bracket, log_eta) in self._in_flight.items():
+            status = statuses.get(trial_id)
+            if status in (None, "error"):
+                bracket.failed = True
+            elif status == "diverged":
+                bracket.diverged = min(log_eta, bracket.diverged or math.inf)
+            elif bracket.trainable is None or log_eta > bracket.trainable:
+                bracket.trainable = log_eta
+        self._in_flight = {}
+
+    def describe(self) -> str:
+        """A table of the brackets found, one line per point."""
+        unit = " x 1/lambda0" if self.relative else ""
+        lines = [f"divergence boundary (largest trainable eta_trgt{unit}):"]
+        for b in self.brackets:
+            where = ", ".join(f"{k}={v}" for k, v in b.point.items())
+            fmt = lambda x: "-" if x is None else f"{2.0**x:.4g}"  # noqa: E731
+            verdict = (
+                "failed" if b.failed else f"{fmt(b.trainable)} (diverges at {fmt(b.diverged)})"
+            )
+            lines.append(f"  {where}: {verdict}")
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,247 @@
+"""Sweep specs: YAML, validated, expanded into trial configs.
+
+A spec is a `base` trial config, a `grid` of axes whose cartesian product (times
+`seeds`) makes the trials, and how to run them. Any trial-config field can be
+an axis, nested fields by dotted name (`model.width`, `optimizer.name`). The
+target learning rate can be given relative to 1/lambda_H(0):
+
+    eta_trgt: {relative_to: lambda0, values: [0.5, 1, 2, 4]}
+
+Everything is checked before anything runs; errors name the dotted path of
+the field (`grid.model.width[1]: ...`) and are raised as `SpecError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from results.schema import validate_name
+from trials.config import TrialConfig, apply_overrides
+
+SPEC_PACKAGE = "sweeps.specs"
+
+
+class SpecError(ValueError):
+    """A spec (or the file it came from) is invalid; the message names the field or file."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Resources(_Strict):
+    """Per-trial (per-pack) resources; fractions let several trials share one GPU."""
+
+    cpu: float = Field(default=1.0, gt=0)
+    gpu: float = Field(default=0.0, ge=0)
+
+
+class Search(_Strict):
+    """How trials are chosen: the full grid, Optuna, or a divergence-boundary bisection."""
+
+    kind: Literal["grid", "optuna", "boundary"] = "grid"
+    metric: str = "final_test_loss"
+    mode: Literal["min", "max"] = "min"
+    num_samples: int = Field(default=20, gt=0)
+    asha: bool = False
+    resolution: float = Field(default=0.5, gt=0)  # boundary: bracket width in log2(eta)
+
+
+class Failure(_Strict):
+    """How often Ray Tune restarts a trial whose worker died."""
+
+    retries: int = Field(default=0, ge=0)
+
+
+class Logging(_Strict):
+    """Ray Tune logger callbacks: TensorBoard by default, MLflow on request."""
+
+    tensorboard: bool = True
+    mlflow: bool = False
+    mlflow_tracking_uri: str | None = None
+
+
+class RelativeAxis(_Strict):
+    """`eta_trgt` values as multiples of 1/lambda_H(0)."""
+
+    relative_to: Literal["lambda0"]
+    values: list[float] = Field(min_length=1)
+
+
+class RangeAxis(_Strict):
+    """A continuous axis for Optuna: uniform or log-uniform between low and high."""
+
+    low: float
+    high: float
+    log: bool = False
+
+
+class SweepSpec(_Strict):
+    """A whole sweep: base config, axes, seeds, resources and search."""
+
+    name: str
+    description: str = ""
+    base: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any] | RelativeAxis | RangeAxis] = Field(default_factory=dict)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    resources: Resources = Resources()
+    search: Search = Search()
+    max_concurrent: int | None = Field(default=None, gt=0)
+    failure: Failure = Failure()
+    logging: Logging = Logging()
+    pack_size: int | Literal["auto"] = 1
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, value: str) -> str:
+        return validate_name("name", value)
+
+    @field_validator("grid")
+    @classmethod
+    def _non_empty_axes(cls, grid: dict[str, Any]) -> dict[str, Any]:
+        for axis, values in grid.items():
+            if isinstance(values, list) and not values:
+                raise ValueError(f"axis {axis!r} is empty")
+        return grid
+
+    @field_validator("seeds")
+    @classmethod
+    def _non_negative_seeds(cls, seeds: list[int]) -> list[int]:
+        if any(s < 0 for s in seeds) or len(set(seeds)) != len(seeds):
+            raise ValueError("seeds must be distinct non-negative integers")
+        return seeds
+
+
+@dataclass(frozen=True)
+class PlannedTrial:
+    """One trial of a sweep: its overrides of the base config and the resolved config."""
+
+    overrides: dict[str, Any]
+    config: TrialConfig
+
+    @property
+    def trial_id(self) -> str:
+        return self.config.trial_id()
+
+
+def _format_validation(exc: ValidationError, prefix: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc else msg)
+    return "; ".join(lines)
+
+
+def parse_spec(data: Any, source: str = "spec") -> SweepSpec:
+    """Validate a loaded YAML document as a spec, and every trial it expands to."""
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a spec must be a YAML mapping, got {type(data).__name__}")
+    try:
+        spec = SweepSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {_format_validation(exc, '')}") from None
+    try:
+        TrialConfig.model_validate(spec.base)
+    except ValidationError as exc:
+        raise SpecError(f"{source}: {_format_validation(exc, 'base')}") from None
+    _check_axes(spec, source)
+    expand(spec, source)  # every combination must be a valid trial
+    return spec
+
+
+def _check_axes(spec: SweepSpec, source: str) -> None:
+    for axis, values in spec.grid.items():
+        if isinstance(values, RelativeAxis) and axis != "eta_trgt":
+            raise SpecError(f"{source}: grid.{axis}: relative_to applies to eta_trgt only")
+        if isinstance(values, RangeAxis) and spec.search.kind != "optuna":
+            raise SpecError(f"{source}: grid.{axis}: a low/high range needs search.kind optuna")
+        if axis in ("init_seed", "data_seed") and len(spec.seeds) > 1:
+            raise SpecError(f"{source}: grid.{axis}: set seeds: [one seed] when sweeping {axis}")
+    if spec.search.kind == "boundary" and "eta_trgt" not in spec.grid:
+        raise SpecError(f"{source}: grid.eta_trgt: a boundary search needs an eta_trgt axis")
+
+
+def axis_values(spec: SweepSpec) -> dict[str, list[dict[str, Any]]]:
+    """Each axis as a list of override dicts (a relative eta sets two fields)."""
+    axes: dict[str, list[dict[str, Any]]] = {}
+    for axis, values in spec.grid.items():
+        if isinstance(values, RelativeAxis):
+            axes[axis] = [{"eta_trgt": v, "eta_trgt_relative_to": "lambda0"} for v in values.values]
+        elif isinstance(values, RangeAxis):
+            axes[axis] = [{axis: values.low}, {axis: values.high}]  # validation probes
+        else:
+            axes[axis] = [{axis: v} for v in values]
+    axes["seed"] = [{"init_seed": s, "data_seed": s} for s in spec.seeds]
+    return axes
+
+
+def expand(spec: SweepSpec, source: str = "spec") -> list[PlannedTrial]:
+    """All trials of the grid (cartesian product of axes and seeds), in a stable order."""
+    axes = axis_values(spec)
+    planned, seen = [], set()
+    for combo in itertools.product(*axes.values()):
+        overrides = {k: v for part in combo for k, v in part.items()}
+        planned_trial = make_trial(spec, overrides, source)
+        if planned_trial.trial_id not in seen:  # e.g. two spellings of the same value
+            seen.add(planned_trial.trial_id)
+            planned.append(planned_trial)
+    return planned
+
+
+def make_trial(spec: SweepSpec, overrides: dict[str, Any], source: str = "spec") -> PlannedTrial:
+    """The trial for `overrides` of the base config, validated."""
+    try:
+        merged = apply_overrides(spec.base, overrides)
+        return PlannedTrial(overrides, TrialConfig.model_validate(merged))
+    except ValidationError as exc:
+        where = ", ".join(f"{k}={v!r}" for k, v in overrides.items())
+        raise SpecError(f"{source}: grid point ({where}): {_format_validation(exc, '')}") from None
+    except ValueError as exc:
+        raise SpecError(f"{source}: grid: {exc}") from None
+
+
+def bundled_specs() -> dict[str, Path]:
+    """Names and paths of the specs that ship with the package."""
+    root = resources.files(SPEC_PACKAGE)
+    return {
+        Path(str(p)).stem: Path(str(p))
+        for p in sorted(root.iterdir(), key=lambda p: p.name)
+        if p.name.endswith(".yaml")
+    }
+
+
+def load_spec(spec: str | Path) -> tuple[SweepSpec, str]:
+    """Load a spec from a YAML path or a bundled name; returns the spec and its YAML text."""
+    path = Path(spec)
+    if not path.exists():
+        bundled = bundled_specs()
+        if str(spec) not in bundled:
+            raise SpecError(
+                f"{spec}: no such file and no bundled spec of that name; "
+                f"bundled: {', '.join(bundled)}"
+            )
+        path = bundled[str(spec)]
+    if path.is_dir():
+        raise SpecError(f"{path}: is a directory, not a spec file")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = yaml.safe_load(text)  # safe_load: a spec can never construct Python objects
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    return parse_spec(data, str(path)), text
+
+
+def resolved_yaml(spec: SweepSpec) -> str:
+    """The spec with every default filled in, as YAML (written next to the results)."""
+    return yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)

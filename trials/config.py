@@ -1,0 +1,262 @@
+"""The resolved configuration of one trial, validated where it enters.
+
+A `TrialConfig` is everything that determines one training run. Unknown keys,
+wrong types, unknown names and impossible combinations are refused here, with
+the dotted field name, before any data is loaded or any step is taken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trials.data import DATASET_OPTIONS, DATASETS
+from warmup_core.models import MODELS
+from warmup_core.optim import ADAM_FAMILY, OPTIMIZERS
+from warmup_core.parameterization import PARAMETERIZATIONS
+from warmup_core.schedules import DECAYS, WARMUP_SHAPES
+
+# Options each model and optimizer accepts (besides its name); others are refused.
+MODEL_OPTIONS = {
+    "fcn": ("width", "depth", "activation", "bias"),
+    "myrtle": ("width", "depth"),
+    "wrn": ("depth", "widen", "base_channels"),
+    "transformer": ("width", "depth", "heads"),
+}
+OPTIMIZER_OPTIONS = {
+    "sgd": ("momentum", "nesterov", "weight_decay"),
+    **{name: ("beta1", "beta2", "eps", "weight_decay") for name in ADAM_FAMILY},
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def options(self) -> dict[str, Any]:
+        """The options that were set (everything but `name` that is not None)."""
+        return {k: v for k, v in self.model_dump().items() if k != "name" and v is not None}
+
+    def _check_options(self, allowed: dict[str, tuple[str, ...]], prefix: str) -> None:
+        name = self.name  # type: ignore[attr-defined]
+        for key in self.options():
+            if key not in allowed[name]:
+                raise ValueError(
+                    f"{prefix}.{key}: not an option of {prefix} {name!r}; "
+                    f"allowed: {', '.join(allowed[name]) or '(none)'}"
+                )
+
+
+def _choice(field: str, value: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ValueError(f"{field}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+class ModelConfig(_Strict):
+    """Architecture: `name` and its options (e.g. fcn width and depth)."""
+
+    name: str = "fcn"
+    width: int | None = Field(default=None, gt=0)
+    depth: int | None = Field(default=None, gt=0)
+    activation: str | None = None
+    bias: bool | None = None
+    heads: int | None = Field(default=None, gt=0)
+    widen: int | None = Field(default=None, gt=0)
+    base_channels: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> ModelConfig:
+        _choice("model.name", self.name, MODELS)
+        self._check_options(MODEL_OPTIONS, "model")
+        return self
+
+
+class DatasetConfig(_Strict):
+    """Data: `name`, subset sizes, where archives live, and dataset options."""
+
+    name: str = "digits"
+    train_size: int | None = Field(default=None, gt=0)
+    test_size: int | None = Field(default=None, gt=0)
+    data_dir: str | None = None
+    standardize: bool = True
+    as_image: bool | None = None
+    dim: int | None = Field(default=None, gt=0)
+    num_classes: int | None = Field(default=None, gt=1)
+    separation: float | None = Field(default=None, gt=0)
+    noise: float | None = Field(default=None, gt=0)
+    path: str | None = None
+    context: int | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> DatasetConfig:
+        _choice("dataset.name", self.name, DATASETS)
+        common = ("train_size", "test_size", "data_dir", "standardize")
+        allowed = {name: (*common, *opts) for name, opts in DATASET_OPTIONS.items()}
+        self._check_options(allowed, "dataset")
+        return self
+
+    def loader_options(self) -> dict[str, Any]:
+        """Dataset-specific keyword options for `trials.data.load_dataset`."""
+        common = ("train_size", "test_size", "data_dir", "standardize")
+        return {k: v for k, v in self.options().items() if k not in common}
+
+
+class OptimizerConfig(_Strict):
+    """Optimizer `name` and its hyperparameters (learning rate comes from the schedule)."""
+
+    name: str = "sgd"
+    momentum: float | None = Field(default=None, ge=0, lt=1)
+    nesterov: bool | None = None
+    beta1: float | None = Field(default=None, ge=0, lt=1)
+    beta2: float | None = Field(default=None, ge=0, lt=1)
+    eps: float | None = Field(default=None, ge=0)
+    weight_decay: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _valid(self) -> OptimizerConfig:
+        _choice("optimizer.name", self.name, OPTIMIZERS)
+        self._check_options(OPTIMIZER_OPTIONS, "optimizer")
+        return self
+
+    @property
+    def is_adam(self) -> bool:
+        """True for the Adam family (thresholds apply to the pre-conditioned sharpness)."""
+        return self.name in ADAM_FAMILY
+
+
+class TrialConfig(BaseModel):
+    """Everything that determines one training run.
+
+    Learning rates: `eta_trgt` is absolute, or with `eta_trgt_relative_to:
+    lambda0` a multiple of `1 / lambda_H(0)` (measured at init by the trial).
+    `eta_init` is an absolute number or `catapult` (start at the eta_c estimate).
+    Steps count updates from 1; `warmup_steps: 1` means no warmup.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model: ModelConfig = ModelConfig()
+    dataset: DatasetConfig = DatasetConfig()
+    loss: Literal["mse", "xent"] = "mse"
+    parameterization: str = "sp"
+    init_scale: float = Field(default=2.0, gt=0)
+    last_init_scale: float = Field(default=1.0, gt=0)
+    simple_mup: bool = False
+    optimizer: OptimizerConfig = OptimizerConfig()
+
+    eta_trgt: float = Field(default=1.0, gt=0)
+    eta_trgt_relative_to: Literal["absolute", "lambda0"] = "absolute"
+    eta_init: float | Literal["catapult"] = 0.0
+    warmup_steps: int = Field(default=1, gt=0)
+    warmup_shape: str | None = None
+    warmup_power: float = Field(default=1.0, gt=0)
+    decay: str = "constant"
+    eta_min: float = Field(default=0.0, ge=0)
+
+    num_steps: int = Field(default=100, gt=0)
+    batch_size: int | None = Field(default=None, gt=0)
+    init_seed: int = Field(default=0, ge=0)
+    data_seed: int = Field(default=0, ge=0)
+
+    sharpness_every: int = Field(default=0, ge=0)
+    sharpness_batch_size: int | None = Field(default=None, gt=0)
+    sharpness_tol: float = Field(default=1e-3, gt=0)
+    sharpness_max_iter: int = Field(default=100, gt=1)
+    eval_every: int = Field(default=0, ge=0)
+    measure_eta_c: bool = False
+    catapult_delta: float = Field(default=0.1, gt=0)
+
+    divergence_factor: float = Field(default=1000.0, gt=1)
+    stuck_accuracy_factor: float = Field(default=1.5, gt=0)
+    stuck_loss: float | None = Field(default=None, gt=0)
+
+    device: str = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("eta_init")
+    @classmethod
+    def _eta_init_non_negative(cls, value: float | str) -> float | str:
+        if not isinstance(value, str) and value < 0:
+            raise ValueError("must be >= 0 or 'catapult'")
+        return value
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if value not in ("auto", "cpu") and not value.startswith("cuda"):
+            raise ValueError(f"unknown device {value!r}; allowed: auto, cpu, cuda, cuda:N")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrialConfig:
+        _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        _choice("decay", self.decay, DECAYS)
+        if self.warmup_shape is not None:
+            _choice("warmup_shape", self.warmup_shape, WARMUP_SHAPES)
+        is_text = self.dataset.name == "text"
+        if is_text != (self.model.name == "transformer"):
+            raise ValueError(
+                "model.name: the transformer is for dataset 'text' only, and 'text' needs it; "
+                f"got model {self.model.name!r} with dataset {self.dataset.name!r}"
+            )
+        if is_text and self.loss != "xent":
+            raise ValueError("loss: language modelling on dataset 'text' needs loss 'xent'")
+        absolute_init = self.eta_init != "catapult" and self.eta_trgt_relative_to == "absolute"
+        if absolute_init and self.eta_init > self.eta_trgt:
+            raise ValueError(f"eta_init: {self.eta_init} exceeds eta_trgt {self.eta_trgt}")
+        return self
+
+    @property
+    def resolved_warmup_shape(self) -> str:
+        """`warmup_shape`, defaulting to the paper's catapult ramp when eta_init is catapult."""
+        if self.warmup_shape is not None:
+            return self.warmup_shape
+        return "catapult" if self.eta_init == "catapult" else "linear"
+
+    @property
+    def eta_init_mode(self) -> str:
+        """'catapult', 'zero' or 'value'."""
+        if self.eta_init == "catapult":
+            return "catapult"
+        return "zero" if self.eta_init == 0 else "value"
+
+    def trial_id(self) -> str:
+        """Stable id of this resolved config: equal configs, equal ids, on any machine."""
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    def flat(self) -> dict[str, Any]:
+        """Flat columns for the trials table: `model`, `model_width`, `optimizer_beta1`, ...
+
+        Learning-rate columns are left to the trial, which knows the absolute values.
+        """
+        out: dict[str, Any] = {}
+        for key, value in self.model_dump().items():
+            if isinstance(value, dict):
+                out[key] = value.pop("name")
+                out.update({f"{key}_{k}": v for k, v in value.items() if k != "data_dir"})
+            else:
+                out[key] = value
+        out["warmup_shape"] = self.resolved_warmup_shape
+        out["schedule"] = out.pop("decay")
+        for derived in ("eta_trgt", "eta_init", "eta_trgt_relative_to"):
+            out.pop(derived)
+        return out
+
+
+def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the config dict `base` with dotted keys (`model.width`) set to values."""
+    out = json.loads(json.dumps(base))  # deep copy of plain data
+    for dotted, value in overrides.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            child = node.setdefault(key, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"{dotted}: {key!r} is not a nested section")
+            node = child
+        node[leaf] = value
+    return out

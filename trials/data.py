@@ -1,0 +1,641 @@
+"""Datasets for trials: CIFAR-10/100 from local archives, digits, Gaussian clusters, text.
+
+Nothing here downloads. CIFAR is read from a local data directory (argument, else the
+WARMUP_SWEEPS_DATA environment variable) holding the standard archives or their
+extracted folders; the other datasets ship with installed packages or are synthetic,
+so tests and the quickstart run on any machine.
+
+Every loader returns a `Dataset` of tensors already on the CPU: float32 inputs and
+int64 labels for classification, int64 token windows and next-token targets for text.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import importlib
+import inspect
+import io
+import os
+import pickle
+import tarfile
+import zlib
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "gaussian", "text")
+DATA_DIR_ENV = "WARMUP_SWEEPS_DATA"
+
+
+class DataError(ValueError):
+    """A data file, directory or option is missing or malformed; the message names it."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """A train/test split held as tensors.
+
+    kind "image": x (N, C, H, W) float32; "vector": x (N, D) float32; labels y (N,) int64.
+    kind "text": x (N, T) int64 token ids, y (N, T) int64 next-token ids; `num_classes`
+    is the vocabulary size and `vocab[i]` the character of token i.
+    """
+
+    name: str
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    num_classes: int
+    kind: str
+    vocab: tuple[str, ...] | None = None
+    source: str = ""  # where the data came from (file, archive or generator), for provenance
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one input example, without the batch dimension."""
+        return tuple(self.x_train.shape[1:])
+
+    @property
+    def train_size(self) -> int:
+        """Number of training examples (windows for text)."""
+        return int(self.x_train.shape[0])
+
+    @property
+    def test_size(self) -> int:
+        """Number of test examples (windows for text)."""
+        return int(self.x_test.shape[0])
+
+
+def load_dataset(
+    name: str,
+    *,
+    train_size: int | None = None,
+    test_size: int | None = None,
+    data_dir: str | None = None,
+    standardize: bool = True,
+    seed: int = 0,
+    **options: Any,
+) -> Dataset:
+    """Load dataset `name`; sizes pick a seeded random subset (None: all of the split).
+
+    `options` are dataset specific: digits `as_image`; gaussian `dim`, `num_classes`,
+    `separation`, `noise`; text `path`, `context`. Only CIFAR reads `data_dir` (else the
+    WARMUP_SWEEPS_DATA variable); the other datasets ignore it, so callers can pass it always.
+    """
+    if name not in _LOADERS:
+        raise ValueError(f"dataset.name: unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    for field, size in (("train_size", train_size), ("test_size", test_size)):
+        if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+            raise ValueError(f"dataset.{field}: must be a positive integer or None, got {size!r}")
+    allowed = DATASET_OPTIONS[name]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(
+            f"dataset.{unknown[0]}: not an option of dataset {name!r}; "
+            f"allowed: {', '.join(allowed) or '(none)'}"
+        )
+    return _LOADERS[name](
+        train_size=train_size,
+        test_size=test_size,
+        data_dir=data_dir,
+        standardize=standardize,
+        seed=seed,
+        **options,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Shared helpers
+# ---------------------------------------------------------------------------
+
+
+def _subset_indices(n: int, size: int | None, rng: np.random.Generator, field: str) -> np.ndarray:
+    """Indices of a random subset of `size` out of `n` (all of them, in order, if None)."""
+    if size is None:
+        return np.arange(n)
+    if size > n:
+        raise ValueError(f"dataset.{field}: asked for {size} examples but only {n} are available")
+    return np.sort(rng.choice(n, size=size, replace=False))
+
+
+def _split_rngs(seed: int) -> tuple[np.random.Generator, np.random.Generator]:
+    """Independent generators for the train and test subsets, so one size never shifts the other."""
+    train_seq, test_seq = np.random.SeedSequence(seed).spawn(2)
+    return np.random.default_rng(train_seq), np.random.default_rng(test_seq)
+
+
+def _standardize(
+    x_train: np.ndarray, x_test: np.ndarray, axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Shift and scale both splits by the train mean/std over `axes` (per channel or feature)."""
+    mean = x_train.mean(axis=axes, keepdims=True, dtype=np.float64)
+    std = x_train.std(axis=axes, keepdims=True, dtype=np.float64)
+    # A constant feature (e.g. a digits corner pixel) would divide by zero; leave it centred.
+    std[std < 1e-8] = 1.0
+    mean, std = mean.astype(np.float32), std.astype(np.float32)
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+def _classification(
+    name: str,
+    kind: str,
+    num_classes: int,
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_test: np.ndarray,
+    y_test: np.ndarray,
+    source: str,
+) -> Dataset:
+    return Dataset(
+        name=name,
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train, dtype=np.float32)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_train, dtype=np.int64)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test, dtype=np.float32)),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test, dtype=np.int64)),
+        num_classes=num_classes,
+        kind=kind,
+        source=source,
+    )
+
+
+# ---------------------------------------------------------------------------
+# CIFAR-10 / CIFAR-100 from the standard archives
+# ---------------------------------------------------------------------------
+
+_PIXELS = 3 * 32 * 32  # one CIFAR image, channel-major (all R, then G, then B), row-major
+
+
+@dataclass(frozen=True)
+class _CifarFormat:
+    """Where one distribution of CIFAR keeps its batches and how they are encoded."""
+
+    archive: str  # the .tar.gz as distributed
+    folder: str  # the folder the archive extracts to
+    train: tuple[str, ...]  # batch files inside the folder
+    test: tuple[str, ...]
+    binary: bool
+    label_bytes: int = 1  # binary format: label bytes before the pixels; the last is used
+    label_key: bytes = b"labels"  # pickle format: key of the labels list
+
+
+_CIFAR_FORMATS: dict[str, tuple[_CifarFormat, ...]] = {
+    "cifar10": (
+        _CifarFormat(
+            "cifar-10-python.tar.gz",
+            "cifar-10-batches-py",
+            tuple(f"data_batch_{i}" for i in range(1, 6)),
+            ("test_batch",),
+            binary=False,
+        ),
+        _CifarFormat(
+            "cifar-10-binary.tar.gz",
+            "cifar-10-batches-bin",
+            tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+            ("test_batch.bin",),
+            binary=True,
+        ),
+    ),
+    "cifar100": (
+        _CifarFormat(
+            "cifar-100-python.tar.gz",
+            "cifar-100-python",
+            ("train",),
+            ("test",),
+            binary=False,
+            label_key=b"fine_labels",
+        ),
+        _CifarFormat(
+            "cifar-100-binary.tar.gz",
+            "cifar-100-binary",
+            ("train.bin",),
+            ("test.bin",),
+            binary=True,
+            label_bytes=2,  # coarse label, then fine label
+        ),
+    ),
+}
+_CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild numpy arrays and plain containers, and nothing else.
+
+    CIFAR's python batches are pickles; a pickle can call any importable function, so a
+    tampered file in a shared data directory would otherwise run code on every worker.
+    """
+
+    def __init__(self, file: io.BufferedIOBase, *, path: str) -> None:
+        super().__init__(file, encoding="bytes")  # CIFAR pickles come from Python 2
+        self._path = path
+
+    def find_class(self, module: str, name: str) -> Any:
+        allowed = _ALLOWED_GLOBALS.get((module, name))
+        if allowed is None:
+            raise DataError(
+                f"{self._path}: refused to load global {module}.{name} from the pickle; "
+                "only numpy arrays and plain containers are allowed"
+            )
+        return allowed
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
+    # numpy 2 moved numpy.core to numpy._core; pickles name either, so map both names to
+    # the objects of the installed numpy without importing the deprecated alias.
+    core = getattr(np, "_core", None) or np.core
+    reconstruct, scalar = core.multiarray._reconstruct, core.multiarray.scalar
+    table: dict[tuple[str, str], Any] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+    }
+    for package in ("numpy.core", "numpy._core"):
+        table[(f"{package}.multiarray", "_reconstruct")] = reconstruct
+        table[(f"{package}.multiarray", "scalar")] = scalar
+    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(text, "latin1").
+    table[("_codecs", "encode")] = codecs.encode
+    return table
+
+
+_ALLOWED_GLOBALS = _allowed_globals()
+
+
+def _parse_pickle_batch(raw: bytes, path: str, fmt: _CifarFormat) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) from one python-format batch."""
+    try:
+        batch = _NumpyOnlyUnpickler(io.BytesIO(raw), path=path).load()
+    except DataError:
+        raise
+    except Exception as exc:  # a truncated pickle can fail in many ways
+        raise DataError(f"{path}: corrupt CIFAR batch, cannot unpickle it ({exc})") from exc
+    if not isinstance(batch, dict) or b"data" not in batch or fmt.label_key not in batch:
+        raise DataError(
+            f"{path}: corrupt CIFAR batch, expected a dict with keys "
+            f"{b'data'!r} and {fmt.label_key!r}"
+        )
+    data, labels = batch[b"data"], np.asarray(batch[fmt.label_key])
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        raise DataError(f"{path}: corrupt CIFAR batch, 'data' is not a 2-d uint8 array")
+    if data.shape[1] != _PIXELS or labels.shape != (data.shape[0],):
+        raise DataError(
+            f"{path}: corrupt CIFAR batch, data has shape {data.shape} and labels "
+            f"{labels.shape}; expected (N, {_PIXELS}) and (N,)"
+        )
+    return data.reshape(-1, 3, 32, 32), labels.astype(np.int64)
+
+
+def _parse_binary_batch(raw: bytes, path: str, fmt: _CifarFormat) -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (N, 3, 32, 32), labels int64 (N,)) from one binary-format batch."""
+    record = fmt.label_bytes + _PIXELS
+    if len(raw) == 0 or len(raw) % record:
+        raise DataError(
+            f"{path}: corrupt CIFAR batch, {len(raw)} bytes is not a whole number of "
+            f"{record}-byte records (truncated file?)"
+        )
+    records = np.frombuffer(raw, dtype=np.uint8).reshape(-1, record)
+    labels = records[:, fmt.label_bytes - 1].astype(np.int64)  # CIFAR-100: fine label
+    return records[:, fmt.label_bytes :].reshape(-1, 3, 32, 32), labels
+
+
+def _read_cifar_split(
+    files: Iterable[str], read: Callable[[str], tuple[bytes, str]], fmt: _CifarFormat
+) -> tuple[np.ndarray, np.ndarray]:
+    parse = _parse_binary_batch if fmt.binary else _parse_pickle_batch
+    images, labels = [], []
+    for name in files:
+        raw, where = read(name)
+        x, y = parse(raw, where, fmt)
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def _read_cifar_folder(
+    folder: Path, fmt: _CifarFormat
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def read(name: str) -> tuple[bytes, str]:
+        path = folder / name
+        if not path.is_file():
+            raise DataError(f"{path}: missing CIFAR batch file in {folder}")
+        return path.read_bytes(), str(path)
+
+    return (*_read_cifar_split(fmt.train, read, fmt), *_read_cifar_split(fmt.test, read, fmt))
+
+
+def _read_cifar_archive(
+    archive: Path, fmt: _CifarFormat
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # Read members straight from the tarball: nothing is extracted to disk.
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            members = {m.name.removeprefix("./"): m for m in tar.getmembers() if m.isfile()}
+
+            def read(name: str) -> tuple[bytes, str]:
+                where = f"{archive}:{fmt.folder}/{name}"
+                member = members.get(f"{fmt.folder}/{name}")
+                if member is None:
+                    raise DataError(f"{where}: missing CIFAR batch file in the archive")
+                handle = tar.extractfile(member)
+                assert handle is not None  # members are regular files
+                return handle.read(), where
+
+            train = _read_cifar_split(fmt.train, read, fmt)
+            test = _read_cifar_split(fmt.test, read, fmt)
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise DataError(f"{archive}: corrupt or truncated CIFAR archive ({exc})") from exc
+    return (*train, *test)
+
+
+def _resolve_data_dir(data_dir: str | None, name: str) -> Path:
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV) or None
+    if data_dir is None:
+        raise DataError(
+            f"dataset.data_dir: {name} is read from a local directory, but neither "
+            f"dataset.data_dir nor the {DATA_DIR_ENV} environment variable is set"
+        )
+    path = Path(data_dir).expanduser()
+    if not path.is_dir():
+        raise DataError(f"{path}: data directory for {name} does not exist")
+    return path
+
+
+def _load_cifar(
+    name: str,
+    *,
+    train_size: int | None,
+    test_size: int | None,
+    data_dir: str | None,
+    standardize: bool,
+    seed: int,
+) -> Dataset:
+    root = _resolve_data_dir(data_dir, name)
+    # An extracted folder is preferred over an archive: it is what a user unpacked on purpose.
+    candidates = [(root / f.folder, f) for f in _CIFAR_FORMATS[name]]
+    candidates += [(root / f.archive, f) for f in _CIFAR_FORMATS[name]]
+    for path, fmt in candidates:
+        if path.is_dir():
+            x_tr, y_tr, x_te, y_te = _read_cifar_folder(path, fmt)
+            break
+        if path.is_file() and path.name == fmt.archive:
+            x_tr, y_tr, x_te, y_te = _read_cifar_archive(path, fmt)
+            break
+    else:
+        looked_for = ", ".join(p.name + ("/" if p.name == f.folder else "") for p, f in candidates)
+        raise DataError(f"{root}: no {name} data found; looked for {looked_for}")
+
+    classes = _CIFAR_CLASSES[name]
+    for split, labels in (("train", y_tr), ("test", y_te)):
+        if labels.size and (labels.min() < 0 or labels.max() >= classes):
+            raise DataError(
+                f"{path}: corrupt CIFAR {split} labels, values outside 0..{classes - 1}"
+            )
+
+    train_rng, test_rng = _split_rngs(seed)
+    # Subset the uint8 images first: converting 50k images to float is the expensive part.
+    i_tr = _subset_indices(len(y_tr), train_size, train_rng, "train_size")
+    i_te = _subset_indices(len(y_te), test_size, test_rng, "test_size")
+    x_train = x_tr[i_tr].astype(np.float32) / 255.0
+    x_test = x_te[i_te].astype(np.float32) / 255.0
+    if standardize:
+        x_train, x_test = _standardize(x_train, x_test, axes=(0, 2, 3))
+    return _classification(
+        name, "image", classes, x_train, y_tr[i_tr], x_test, y_te[i_te], source=str(path)
+    )
+
+
+def _load_cifar10(**kwargs: Any) -> Dataset:
+    return _load_cifar("cifar10", **kwargs)
+
+
+def _load_cifar100(**kwargs: Any) -> Dataset:
+    return _load_cifar("cifar100", **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# Digits (ships with scikit-learn)
+# ---------------------------------------------------------------------------
+
+DIGITS_TEST_SIZE = 297  # of 1797 images, leaving 1500 for training
+
+
+def _load_digits(
+    *,
+    train_size: int | None,
+    test_size: int | None,
+    data_dir: str | None,
+    standardize: bool,
+    seed: int,
+    as_image: bool = False,
+) -> Dataset:
+    from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
+
+    bunch = load_digits()
+    x_all = bunch.data.astype(np.float32) / 16.0  # pixel intensities are 0..16
+    y_all = bunch.target.astype(np.int64)
+    n = len(y_all)
+    n_test = DIGITS_TEST_SIZE if test_size is None else test_size
+    if n_test >= n:
+        raise ValueError(f"dataset.test_size: {n_test} leaves no training images out of {n}")
+    # The seed fixes the split; the test set is the tail of one seeded shuffle.
+    order = np.random.default_rng(seed).permutation(n)
+    train_pool, test_idx = order[: n - n_test], order[n - n_test :]
+    train_rng, _ = _split_rngs(seed)
+    train_idx = train_pool[_subset_indices(len(train_pool), train_size, train_rng, "train_size")]
+
+    x_train, x_test = x_all[train_idx], x_all[test_idx]
+    if standardize:
+        x_train, x_test = _standardize(x_train, x_test, axes=(0,))
+    kind = "vector"
+    if as_image:
+        x_train, x_test, kind = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8), "image"
+    return _classification(
+        "digits",
+        kind,
+        10,
+        x_train,
+        y_all[train_idx],
+        x_test,
+        y_all[test_idx],
+        source="sklearn.datasets.load_digits",
+    )
+
+
+# ---------------------------------------------------------------------------
+# Gaussian clusters (synthetic)
+# ---------------------------------------------------------------------------
+
+GAUSSIAN_TRAIN_SIZE = 4096
+GAUSSIAN_TEST_SIZE = 1024
+
+
+def _load_gaussian(
+    *,
+    train_size: int | None,
+    test_size: int | None,
+    data_dir: str | None,
+    standardize: bool,
+    seed: int,
+    dim: int = 32,
+    num_classes: int = 10,
+    separation: float = 3.0,
+    noise: float = 1.0,
+) -> Dataset:
+    """One isotropic Gaussian per class: x = mu_y + noise * N(0, I).
+
+    Class means are random directions of norm `separation`, so two means lie about
+    `separation * sqrt(2)` apart while the noise along that line has std `noise`.
+    """
+    for field, value in (("dim", dim), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"dataset.{field}: must be a positive integer, got {value!r}")
+    if num_classes < 2:
+        raise ValueError(f"dataset.num_classes: need at least 2 classes, got {num_classes}")
+    for field, value in (("separation", separation), ("noise", noise)):
+        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
+            raise ValueError(f"dataset.{field}: must be a non-negative number, got {value!r}")
+
+    means_rng, train_rng, test_rng = (
+        np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
+    )
+    directions = means_rng.standard_normal((num_classes, dim))
+    means = separation * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+
+    def sample(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.permutation(np.arange(n) % num_classes)  # balanced classes
+        x = means[labels] + noise * rng.standard_normal((n, dim))
+        return x.astype(np.float32), labels
+
+    x_train, y_train = sample(train_size or GAUSSIAN_TRAIN_SIZE, train_rng)
+    x_test, y_test = sample(test_size or GAUSSIAN_TEST_SIZE, test_rng)
+    if standardize:
+        x_train, x_test = _standardize(x_train, x_test, axes=(0,))
+    source = (
+        f"gaussian(dim={dim}, num_classes={num_classes}, separation={separation}, noise={noise})"
+    )
+    return _classification(
+        "gaussian", "vector", num_classes, x_train, y_train, x_test, y_test, source
+    )
+
+
+# ---------------------------------------------------------------------------
+# Character-level text
+# ---------------------------------------------------------------------------
+
+# The default corpus must exist offline on every machine, so it is text that ships with
+# CPython: the Zen of Python followed by the source of three large pure-Python stdlib
+# modules (about 200k characters of English comments, docstrings and code). It is fixed
+# for a given Python version; pass `path` for a corpus that never changes.
+DEFAULT_TEXT_MODULES: tuple[str, ...] = ("textwrap", "difflib", "argparse")
+TEXT_TRAIN_FRACTION = 0.9
+UNKNOWN_CHAR = "\ufffd"  # test characters never seen in training map to this token
+
+
+def default_text() -> str:
+    """The default text corpus: the Zen of Python plus stdlib module sources."""
+    with contextlib.redirect_stdout(io.StringIO()):  # `import this` prints the Zen
+        this = importlib.import_module("this")
+    parts = [codecs.decode(this.s, "rot13")]
+    for name in DEFAULT_TEXT_MODULES:
+        try:
+            parts.append(inspect.getsource(importlib.import_module(name)))
+        except (OSError, TypeError) as exc:  # a stripped install may ship only .pyc files
+            raise DataError(
+                f"dataset.path: the default text needs the source of the stdlib module "
+                f"{name!r}, which this Python does not ship; pass dataset.path"
+            ) from exc
+    return "\n\n".join(parts)
+
+
+def _text_windows(
+    tokens: np.ndarray, context: int, size: int | None, rng: np.random.Generator, field: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, y) windows (N, context): y is x shifted by one character."""
+    num_offsets = len(tokens) - context  # each window needs context + 1 characters
+    if size is None:
+        offsets = np.arange(0, num_offsets, context)  # non-overlapping, covers the split
+    else:
+        offsets = _subset_indices(num_offsets, size, rng, field)
+    index = offsets[:, None] + np.arange(context + 1)[None, :]
+    windows = tokens[index]
+    return windows[:, :-1], windows[:, 1:]
+
+
+def _load_text(
+    *,
+    train_size: int | None,
+    test_size: int | None,
+    data_dir: str | None,
+    standardize: bool,
+    seed: int,
+    path: str | None = None,
+    context: int = 64,
+) -> Dataset:
+    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
+        raise ValueError(f"dataset.context: must be a positive integer, got {context!r}")
+    if path is None:
+        text, source = default_text(), "default: Zen of Python + " + ", ".join(DEFAULT_TEXT_MODULES)
+    else:
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise DataError(f"{file}: text file for dataset.path does not exist")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{file}: not UTF-8 text ({exc})") from exc
+        source = str(file)
+
+    cut = int(len(text) * TEXT_TRAIN_FRACTION)
+    train_text, test_text = text[:cut], text[cut:]
+    if min(len(train_text), len(test_text)) <= context:
+        raise DataError(
+            f"{source}: {len(text)} characters is too short for context {context}; each "
+            f"split (90%/10%) needs more than {context} characters"
+        )
+    vocab = sorted(set(train_text))
+    if set(test_text) - set(vocab) and UNKNOWN_CHAR not in vocab:
+        vocab.append(UNKNOWN_CHAR)
+    index = {ch: i for i, ch in enumerate(vocab)}
+    unknown = index.get(UNKNOWN_CHAR, -1)  # only looked up when the test text needs it
+    train_tokens = np.fromiter((index[c] for c in train_text), np.int64, len(train_text))
+    test_tokens = np.fromiter((index.get(c, unknown) for c in test_text), np.int64, len(test_text))
+
+    train_rng, test_rng = _split_rngs(seed)
+    x_train, y_train = _text_windows(train_tokens, context, train_size, train_rng, "train_size")
+    x_test, y_test = _text_windows(test_tokens, context, test_size, test_rng, "test_size")
+    return Dataset(
+        name="text",
+        x_train=torch.from_numpy(np.ascontiguousarray(x_train)),
+        y_train=torch.from_numpy(np.ascontiguousarray(y_train)),
+        x_test=torch.from_numpy(np.ascontiguousarray(x_test)),
+        y_test=torch.from_numpy(np.ascontiguousarray(y_test)),
+        num_classes=len(vocab),
+        kind="text",
+        vocab=tuple(vocab),
+        source=source,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Registry
+# ---------------------------------------------------------------------------
+
+_LOADERS: dict[str, Callable[..., Dataset]] = {
+    "cifar10": _load_cifar10,
+    "cifar100": _load_cifar100,
+    "digits": _load_digits,
+    "gaussian": _load_gaussian,
+    "text": _load_text,
+}
+# Dataset-specific keyword options, checked before loading so a typo fails with its name.
+DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
+    "cifar10": (),
+    "cifar100": (),
+    "digits": ("as_image",),
+    "gaussian": ("dim", "num_classes", "separation", "noise"),
+    "text": ("path", "context"),
+}
+assert tuple(_LOADERS) == DATASETS

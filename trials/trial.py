@@ -1,0 +1,387 @@
+"""One training run, from a `TrialConfig` to a summary row and per-step metrics.
+
+`run_trial(config)` trains, measures curvature on a fixed measurement batch,
+and ends in one of four named statuses:
+
+- completed: ran all `num_steps`;
+- diverged: the training loss became NaN/Inf or exceeded `divergence_factor`
+  times the initial loss (the step is recorded);
+- stuck: ran to the end without learning (train accuracy below
+  `stuck_accuracy_factor` x chance; for language models, train loss not
+  below `stuck_loss`, by default the unigram entropy of the training text);
+- error: an exception; its message is recorded.
+
+Every ending writes its files when a results location is given.
+
+Row `step = t` of the steps table describes update t: its learning rate, the
+training loss and accuracy of its batch and the sharpness at the parameters
+it starts from (theta_{t-1}), and the stability threshold for its rate. For
+the Adam family, `preconditioned_sharpness` uses the pre-conditioner P_t
+that update t applies.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from importlib import metadata
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from trials.config import TrialConfig
+from trials.data import Dataset, load_dataset
+from warmup_core import curvature, stability
+from warmup_core.models import WarmupModel, build_model
+from warmup_core.optim import Optimizer, build_optimizer, optimizer_family
+from warmup_core.schedules import Schedule
+
+STEP_COLUMNS = (
+    "step",
+    "lr",
+    "train_loss",
+    "train_accuracy",
+    "sharpness",
+    "preconditioned_sharpness",
+    "threshold",
+    "test_loss",
+    "test_accuracy",
+)
+EVAL_CHUNK = 4096  # examples per forward pass when evaluating a whole split
+DEFAULT_MEASUREMENT_BATCH = 2048
+
+Reporter = Callable[[dict[str, Any]], None]
+
+
+def package_version() -> str:
+    """Installed version of warmup-sweeps (recorded with every trial)."""
+    try:
+        return metadata.version("warmup-sweeps")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' is CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@dataclass
+class TrialResult:
+    """What a trial produced: its summary row and per-step columns."""
+
+    trial_id: str
+    status: str
+    summary: dict[str, Any]
+    steps: dict[str, list] = field(default_factory=dict)
+
+
+class Problem:
+    """Data, model and loss of a trial, on its device and dtype."""
+
+    def __init__(self, config: TrialConfig, data: Dataset | None = None) -> None:
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.dtype = getattr(torch, config.dtype)
+        ds = config.dataset
+        data = data or load_dataset(
+            ds.name,
+            train_size=ds.train_size,
+            test_size=ds.test_size,
+            data_dir=ds.data_dir,
+            standardize=ds.standardize,
+            seed=config.data_seed,
+            **ds.loader_options(),
+        )
+        self.data = data
+        self.is_text = data.kind == "text"
+        cast = (lambda t: t.to(self.device, self.dtype)) if not self.is_text else None
+        self.x_train = cast(data.x_train) if cast else data.x_train.to(self.device)
+        self.x_test = cast(data.x_test) if cast else data.x_test.to(self.device)
+        self.y_train, self.y_test = data.y_train.to(self.device), data.y_test.to(self.device)
+        self.num_classes = data.num_classes
+
+    def build_model(self, init_seed: int, init_scale: float | None = None) -> WarmupModel:
+        """The configured model, initialized from `init_seed`."""
+        c = self.config
+        return build_model(
+            c.model.name,
+            in_shape=self.data.input_shape,
+            out_dim=self.num_classes,
+            parameterization=c.parameterization,
+            init_scale=c.init_scale if init_scale is None else init_scale,
+            last_init_scale=c.last_init_scale,
+            seed=init_seed,
+            **c.model.options(),
+        ).to(self.device, self.dtype)
+
+    def loss_and_accuracy(
+        self, logits: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean loss (MSE on one-hot targets is 1/2 the squared error) and accuracy."""
+        if logits.ndim == 3:  # language model: (B, T, V) against (B, T)
+            logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        if self.config.loss == "xent":
+            loss = F.cross_entropy(logits, y)
+        else:
+            target = F.one_hot(y, self.num_classes).to(logits.dtype)
+            loss = 0.5 * (logits - target).pow(2).sum(-1).mean()
+        accuracy = (logits.argmax(-1) == y).to(logits.dtype).mean()
+        return loss, accuracy
+
+    def loss_fn(self, model: WarmupModel, x: torch.Tensor, y: torch.Tensor):
+        """`params -> loss` on a fixed batch, for curvature and eta_c."""
+
+        def fn(params: dict[str, torch.Tensor]) -> torch.Tensor:
+            return self.loss_and_accuracy(functional_call(model, params, (x,)), y)[0]
+
+        return fn
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: WarmupModel, params: dict[str, torch.Tensor], split: str
+    ) -> tuple[float, float]:
+        """Loss and accuracy on a whole split, in chunks."""
+        x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
+        total_loss = total_acc = 0.0
+        for i in range(0, len(x), EVAL_CHUNK):
+            xb, yb = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
+            loss, acc = self.loss_and_accuracy(functional_call(model, params, (xb,)), yb)
+            total_loss += loss.item() * len(xb)
+            total_acc += acc.item() * len(xb)
+        return total_loss / len(x), total_acc / len(x)
+
+    def batch_size(self) -> int:
+        """Configured batch size, capped at the training set (full batch = GD)."""
+        n = len(self.x_train)
+        return min(self.config.batch_size or n, n)
+
+    def batches(self, num_steps: int) -> Iterator[torch.Tensor]:
+        """Indices of each step's batch: epochs of a permutation drawn from `data_seed`."""
+        n, b = len(self.x_train), self.batch_size()
+        everything = torch.arange(n, device=self.device)
+        if b == n:
+            for _ in range(num_steps):
+                yield everything
+            return
+        gen = torch.Generator().manual_seed(self.config.data_seed)
+        produced = 0
+        while produced < num_steps:
+            perm = torch.randperm(n, generator=gen).to(self.device)
+            for i in range(0, n - b + 1, b):  # drop the ragged last batch: equal batch sizes
+                if produced == num_steps:
+                    return
+                yield perm[i : i + b]
+                produced += 1
+
+    def measurement_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fixed batch on which sharpness is measured all run long."""
+        n = len(self.x_train)
+        m = min(self.config.sharpness_batch_size or DEFAULT_MEASUREMENT_BATCH, n)
+        if m == n:
+            return self.x_train, self.y_train
+        gen = torch.Generator().manual_seed(self.config.data_seed + 1)
+        idx = torch.randperm(n, generator=gen)[:m].to(self.device)
+        return self.x_train[idx], self.y_train[idx]
+
+    def stuck_loss(self) -> float:
+        """Language-model 'did not learn' level: the unigram entropy of the training targets."""
+        if self.config.stuck_loss is not None:
+            return self.config.stuck_loss
+        counts = torch.bincount(self.y_train.reshape(-1), minlength=self.num_classes).double()
+        p = counts[counts > 0] / counts.sum()
+        return float(-(p * p.log()).sum())
+
+
+def threshold(config: TrialConfig, lr: float) -> float:
+    """Stability threshold at learning rate `lr` for the configured optimizer."""
+    opt = config.optimizer
+    if opt.is_adam:
+        return stability.adam_threshold(lr, beta1=0.9 if opt.beta1 is None else opt.beta1)
+    return stability.sgd_threshold(lr, momentum=opt.momentum or 0.0)
+
+
+def make_optimizer(config: TrialConfig, model: WarmupModel) -> Optimizer:
+    """The configured optimizer with the parameterization's per-layer rate multipliers."""
+    family = optimizer_family(config.optimizer.name)
+    return build_optimizer(
+        config.optimizer.name, model.lr_multipliers(family), **config.optimizer.options()
+    )
+
+
+def critical_lr(config: TrialConfig, loss_fn, params) -> float:
+    """Catapult estimate of eta_c at `params` for the configured optimizer's first step."""
+    opt = config.optimizer
+    step_fn = None
+    if opt.is_adam:
+        step_fn = stability.adam_step(
+            beta1=0.9 if opt.beta1 is None else opt.beta1,
+            beta2=0.999 if opt.beta2 is None else opt.beta2,
+            eps=1e-8 if opt.eps is None else opt.eps,
+            gi=opt.name == "gi-adam",
+        )
+    return stability.critical_learning_rate(
+        loss_fn, params, optimizer=step_fn, delta=config.catapult_delta
+    )
+
+
+def _leaf_params(model: WarmupModel) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
+
+
+def _train(
+    config: TrialConfig,
+    problem: Problem,
+    steps: dict[str, list],
+    report: Reporter | None,
+    report_every: int,
+) -> dict[str, Any]:
+    """The training loop; fills `steps` in place and returns summary fields."""
+    model = problem.build_model(config.init_seed)
+    params = _leaf_params(model)
+    x_m, y_m = problem.measurement_batch()
+    measure_loss = problem.loss_fn(model, x_m, y_m)
+    lanczos_gen = torch.Generator(problem.device).manual_seed(config.init_seed)
+    sharp_opts = dict(tol=config.sharpness_tol, max_iter=config.sharpness_max_iter)
+
+    top = curvature.sharpness(
+        measure_loss, params, generator=lanczos_gen, return_info=True, **sharp_opts
+    )
+    lambda0, v_top = top.top, top.eigenvectors[:, 0]
+    out: dict[str, Any] = {"lambda0": lambda0, "eta_c": None}
+    if config.eta_init == "catapult" or config.measure_eta_c:
+        out["eta_c"] = critical_lr(config, measure_loss, params)
+
+    eta_trgt = (
+        config.eta_trgt / lambda0 if config.eta_trgt_relative_to == "lambda0" else config.eta_trgt
+    )
+    eta_init = out["eta_c"] if config.eta_init == "catapult" else config.eta_init
+    if not (math.isfinite(eta_trgt) and eta_trgt > 0):
+        raise ValueError(f"eta_trgt: resolved to {eta_trgt} (lambda0 = {lambda0})")
+    out.update(eta_trgt=eta_trgt, eta_init=eta_init)
+    schedule = Schedule(
+        eta_trgt=eta_trgt,
+        warmup_steps=config.warmup_steps,
+        eta_init=eta_init,
+        shape=config.resolved_warmup_shape,
+        power=config.warmup_power,
+        decay=config.decay,
+        num_steps=config.num_steps,
+        eta_min=config.eta_min,
+    )
+    optimizer = make_optimizer(config, model)
+    v_pre = None
+    loss0 = None
+    for t, idx in enumerate(problem.batches(config.num_steps), start=1):
+        lr = float(schedule(t))
+        logits = functional_call(model, params, (problem.x_train[idx],))
+        loss, acc = problem.loss_and_accuracy(logits, problem.y_train[idx])
+        loss_value = loss.item()
+        loss0 = loss_value if loss0 is None else loss0
+        row = dict.fromkeys(STEP_COLUMNS)
+        row.update(step=t, lr=lr, train_loss=loss_value, train_accuracy=acc.item())
+        row["threshold"] = threshold(config, lr)
+        if not math.isfinite(loss_value) or loss_value > config.divergence_factor * loss0:
+            _append(steps, row)
+            out.update(status="diverged", diverged_step=t)
+            return out
+        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
+        if t == 1 or (config.sharpness_every and (t - 1) % config.sharpness_every == 0):
+            if t > 1:  # at t = 1 the parameters are the init: reuse lambda0
+                top = curvature.sharpness(
+                    measure_loss,
+                    params,
+                    v0=v_top,
+                    generator=lanczos_gen,
+                    return_info=True,
+                    **sharp_opts,
+                )
+                v_top = top.eigenvectors[:, 0]
+            row["sharpness"] = top.top
+            if config.optimizer.is_adam:
+                precond = optimizer.peek_preconditioner(grads)
+                pre = curvature.preconditioned_sharpness(
+                    measure_loss,
+                    params,
+                    precond,
+                    v0=v_pre,
+                    generator=lanczos_gen,
+                    return_info=True,
+                    **sharp_opts,
+                )
+                row["preconditioned_sharpness"], v_pre = pre.top, pre.eigenvectors[:, 0]
+        if t == 1 or (config.eval_every and (t - 1) % config.eval_every == 0):
+            row["test_loss"], row["test_accuracy"] = problem.evaluate(model, params, "test")
+        optimizer.step(params, grads, lr)
+        _append(steps, row)
+        if report is not None and (t % report_every == 0):
+            report({"step": t, "train_loss": loss_value, "lr": lr})
+
+    final_loss, final_acc = problem.evaluate(model, params, "train")
+    if not math.isfinite(final_loss) or final_loss > config.divergence_factor * loss0:
+        out.update(status="diverged", diverged_step=config.num_steps)
+        return out
+    out["final_train_loss"], out["final_train_accuracy"] = final_loss, final_acc
+    out["final_test_loss"], out["final_test_accuracy"] = problem.evaluate(model, params, "test")
+    if config.sharpness_every:
+        out["final_sharpness"] = curvature.sharpness(
+            measure_loss, params, v0=v_top, generator=lanczos_gen, **sharp_opts
+        )
+    if problem.is_text:
+        learned = final_loss < problem.stuck_loss()
+    else:
+        learned = final_acc >= config.stuck_accuracy_factor / problem.num_classes
+    out["status"] = "completed" if learned else "stuck"
+    return out
+
+
+def _append(steps: dict[str, list], row: dict[str, Any]) -> None:
+    for key in STEP_COLUMNS:
+        steps.setdefault(key, []).append(row[key])
+
+
+def run_trial(
+    config: TrialConfig,
+    *,
+    results: str | None = None,
+    sweep: str = "adhoc",
+    report: Reporter | None = None,
+    report_every: int = 25,
+    node: str | None = None,
+    problem: Problem | None = None,
+) -> TrialResult:
+    """Run one trial; write its Parquet files under `results/sweep` when `results` is given.
+
+    Never raises for a failure inside the trial: the result's status says how it
+    ended. `report` receives progress every `report_every` steps (e.g. Ray Tune).
+    """
+    from results.store import write_trial
+
+    start = time.perf_counter()
+    steps: dict[str, list] = {key: [] for key in STEP_COLUMNS}
+    summary: dict[str, Any] = {"trial_id": config.trial_id(), "sweep": sweep, **config.flat()}
+    summary.update(
+        eta_trgt_relative=config.eta_trgt if config.eta_trgt_relative_to == "lambda0" else None,
+        eta_trgt=config.eta_trgt if config.eta_trgt_relative_to == "absolute" else None,
+        eta_init=None if config.eta_init == "catapult" else config.eta_init,
+        eta_init_mode=config.eta_init_mode,
+        device=str(resolve_device(config.device)),
+        node=node or socket.gethostname(),
+        package_version=package_version(),
+    )
+    try:
+        problem = problem or Problem(config)
+        summary.update(_train(config, problem, steps, report, report_every))
+    except Exception as exc:  # a failing trial must never take the sweep down
+        summary.update(status="error", error=f"{type(exc).__name__}: {exc}")
+    summary["wall_time_s"] = time.perf_counter() - start
+    if results is not None:
+        write_trial(results, sweep, summary, steps)
+    return TrialResult(summary["trial_id"], summary["status"], summary, steps)
