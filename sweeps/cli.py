@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import sys
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -116,7 +117,9 @@ def _status(args: argparse.Namespace) -> int:
     from sweeps.spec import expand, parse_spec
 
     d = _sweep_dir(args.dir)
-    trials, _ = loaded = load(d)
+    with warnings.catch_warnings():  # unreadable files are listed below instead
+        warnings.simplefilter("ignore")
+        trials, _ = loaded = load(d)
     counts = Counter(trials["status"].astype(str)) if len(trials) else Counter()
     print(f"{d}: {len(trials)} trials with a summary")
     for status in ("completed", "diverged", "stuck", "error"):
@@ -143,10 +146,26 @@ def _analyze(args: argparse.Namespace) -> int:
 
     d = _sweep_dir(args.dir)
     out = Path(args.out) if args.out else d / "analysis"
-    report = analyze(str(d), str(out), progress=lambda msg: print(msg, file=sys.stderr))
+    report = analyze(
+        str(d),
+        str(out),
+        progress=lambda msg: print(msg, file=sys.stderr),
+        expected_trials=_planned_count(d),
+    )
     for path in report.paths:
         print(path)
     return 0
+
+
+def _planned_count(sweep_dir: Path) -> int | None:
+    """How many trials the sweep's grid plans (None for searches or without spec.yaml)."""
+    from sweeps.spec import expand, parse_spec
+
+    spec_file = sweep_dir / "spec.yaml"
+    if not spec_file.exists():
+        return None
+    spec = parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file))
+    return len(expand(spec)) if spec.search.kind == "grid" else None
 
 
 def _probe(args: argparse.Namespace) -> int:

@@ -17,13 +17,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-import ray
-from ray import tune
+# Tune's legacy reporter honours verbose=0; the new one prints tables anyway. We
+# print our own progress line.
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-from results.schema import STATUSES
-from results.store import completed_trial_ids, write_spec
-from sweeps.spec import PlannedTrial, SweepSpec, expand, make_trial, resolved_yaml
-from trials.tune import trainable
+import ray  # noqa: E402
+from ray import tune  # noqa: E402
+
+from results.schema import STATUSES  # noqa: E402
+from results.store import completed_trial_ids, write_spec  # noqa: E402
+from sweeps.spec import PlannedTrial, SweepSpec, expand, make_trial, resolved_yaml  # noqa: E402
+from trials.tune import trainable  # noqa: E402
 
 ENDED = ("completed", "diverged", "stuck")
 
@@ -141,7 +145,7 @@ def _tuner(
         callbacks=[Progress(total, stream), *_logger_callbacks(spec)],
         verbose=0,
     )
-    tune_config = tune_config or tune.TuneConfig()
+    tune_config = tune_config or tune.TuneConfig(reuse_actors=True)
     if spec.max_concurrent and tune_config.max_concurrent_trials is None:
         tune_config.max_concurrent_trials = spec.max_concurrent
     tune_config.trial_name_creator = _trial_name

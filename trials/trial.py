@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
@@ -163,23 +163,21 @@ class Problem:
         n = len(self.x_train)
         return min(self.config.batch_size or n, n)
 
-    def batches(self, num_steps: int) -> Iterator[torch.Tensor]:
-        """Indices of each step's batch: epochs of a permutation drawn from `data_seed`."""
+    def batch(self, step: int) -> torch.Tensor:
+        """Indices of update `step`'s batch (1-based); a pure function of step and data_seed.
+
+        Epoch e shuffles with a generator seeded by (data_seed, e), so a run resumed
+        from a checkpoint sees the same batches as an uninterrupted one. The ragged
+        last batch of an epoch is dropped: all batches have equal size.
+        """
         n, b = len(self.x_train), self.batch_size()
-        everything = torch.arange(n, device=self.device)
         if b == n:
-            for _ in range(num_steps):
-                yield everything
-            return
-        gen = torch.Generator().manual_seed(self.config.data_seed)
-        produced = 0
-        while produced < num_steps:
-            perm = torch.randperm(n, generator=gen).to(self.device)
-            for i in range(0, n - b + 1, b):  # drop the ragged last batch: equal batch sizes
-                if produced == num_steps:
-                    return
-                yield perm[i : i + b]
-                produced += 1
+            return torch.arange(n, device=self.device)
+        per_epoch = n // b
+        epoch, i = divmod(step - 1, per_epoch)
+        gen = torch.Generator().manual_seed(self.config.data_seed * 1_000_003 + epoch)
+        perm = torch.randperm(n, generator=gen)
+        return perm[i * b : (i + 1) * b].to(self.device)
 
     def measurement_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Fixed batch on which sharpness is measured all run long."""
@@ -279,7 +277,8 @@ def _train(
     optimizer = make_optimizer(config, model)
     v_pre = None
     loss0 = None
-    for t, idx in enumerate(problem.batches(config.num_steps), start=1):
+    for t in range(1, config.num_steps + 1):
+        idx = problem.batch(t)
         lr = float(schedule(t))
         logits = functional_call(model, params, (problem.x_train[idx],))
         loss, acc = problem.loss_and_accuracy(logits, problem.y_train[idx])

@@ -1,0 +1,26 @@
+# Two commands do all the set-up (each makes .venv and installs what it needs):
+#   make quickstart   run the quickstart sweep on an embedded local Ray and plot it
+#   make test         lint and run the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+RESULTS ?= sweep-results
+
+.PHONY: quickstart test lint
+
+$(BIN)/warmup-sweep: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+quickstart: $(BIN)/warmup-sweep
+	$(BIN)/warmup-sweep run quickstart --results $(RESULTS)
+	$(BIN)/warmup-sweep analyze $(RESULTS)/quickstart
+
+lint: $(BIN)/warmup-sweep
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest
