@@ -1,1 +1,1 @@
-"""sweeps."""
+"""Sweep specs, grid expansion, Ray Tune orchestration, resume and the `warmup-sweep` CLI."""

@@ -130,13 +130,15 @@ class Adam(Optimizer):
             g = g + self.weight_decay * p
         st = self.state.get(name)
         if st is None:
-            # GI-Adam: v_0 = g_0^2 instead of 0.
-            v0 = g * g if self.gi else torch.zeros_like(g)
-            st = self.state[name] = {"m": torch.zeros_like(g), "v": v0}
+            st = self.state[name] = {"m": torch.zeros_like(g), "v": self._initial_v(g)}
         st["m"].mul_(self.beta1).add_(g, alpha=1 - self.beta1)
         st["v"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
         denom = self._denominator(st["v"])
         p.sub_(lr * st["m"] / denom)
+
+    def _initial_v(self, g: torch.Tensor) -> torch.Tensor:
+        """v_0: zeros for Adam, the squared first gradient for GI-Adam."""
+        return g * g if self.gi else torch.zeros_like(g)
 
     def _denominator(self, v: torch.Tensor) -> torch.Tensor:
         """(1 - beta1^t) (sqrt(v_hat) + eps): the pre-conditioner P."""
@@ -156,10 +158,7 @@ class Adam(Optimizer):
         bc1, bc2 = 1 - self.beta1**t, 1 - self.beta2**t
         for name, g in grads.items():
             st = self.state.get(name)
-            if st is None:  # first step: v_0 = 0, or g^2 for GI-Adam
-                v_prev = g * g if self.gi else torch.zeros_like(g)
-            else:
-                v_prev = st["v"]
+            v_prev = self._initial_v(g) if st is None else st["v"]
             v = self.beta2 * v_prev + (1 - self.beta2) * g * g
             out[name] = (v.sqrt() / bc2**0.5 + self.eps) * bc1
         return out

@@ -1,0 +1,1 @@
+"""Benchmarks users run: each prints a table of ratios and has a --json form."""

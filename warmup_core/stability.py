@@ -1,0 +1,425 @@
+"""Training stability: thresholds, the loss-catapult estimate of eta_c, and regime
+detection on measured trajectories.
+
+* Thresholds: (S)GD is unstable when ``lambda_H > sgd_threshold(eta)``; Adam when the
+  pre-conditioned sharpness exceeds ``adam_threshold(eta, beta1)``.
+* :func:`critical_learning_rate` finds ``eta_c`` with forward/backward passes only
+  (Kalra & Barkeshli 2024, Sec. 6): double eta until one optimizer step from
+  ``params`` raises the loss, then bisect the bracket.
+* :func:`classify_regime`, :func:`detect_catapults` and :func:`warmup_end_ratio` work
+  on plain numpy arrays of logged metrics (NaN where not measured), so analysis code
+  can run them on Parquet columns.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+Params = Mapping[str, Tensor]
+LossFn = Callable[[dict[str, Tensor]], Tensor]
+
+
+# --------------------------------------------------------------------------------------
+# Stability thresholds
+
+
+def sgd_threshold(eta, momentum: float = 0.0):
+    """Sharpness above which (heavy-ball) GD at learning rate ``eta`` is unstable: (2 + 2 mu)/eta.
+
+    ``eta`` may be a float, numpy array or tensor; the result has the same kind.
+    """
+    return _safe_divide(2.0 + 2.0 * momentum, eta)
+
+
+def adam_threshold(eta, beta1: float = 0.9):
+    """Pre-conditioned sharpness above which Adam is unstable: (2 + 2 b1)/((1 - b1) eta).
+
+    That is 38/eta for ``beta1 = 0.9``. ``eta`` may be a float, numpy array or tensor.
+    """
+    return _safe_divide((2.0 + 2.0 * beta1) / (1.0 - beta1), eta)
+
+
+def _safe_divide(numerator: float, eta):
+    if isinstance(eta, Tensor):
+        return numerator / eta
+    with np.errstate(divide="ignore"):
+        out = np.divide(numerator, np.asarray(eta, dtype=np.float64))
+    return float(out) if np.ndim(out) == 0 else out  # eta = 0 gives inf, never raises
+
+
+# --------------------------------------------------------------------------------------
+# Optimizer steps for the eta_c search
+
+
+class StepFn(Protocol):
+    """One optimizer update: ``(params, grads, eta, state) -> (new_params, new_state)``.
+
+    ``state`` is ``None`` on the first call; pure functions over dicts of tensors, so
+    the search can replay steps from the same initial point at many ``eta``.
+    """
+
+    def __call__(
+        self, params: dict[str, Tensor], grads: dict[str, Tensor], eta: float, state: Any
+    ) -> tuple[dict[str, Tensor], Any]: ...
+
+
+def gd_step(
+    params: dict[str, Tensor], grads: dict[str, Tensor], eta: float, state: Any = None
+) -> tuple[dict[str, Tensor], None]:
+    """Plain gradient descent: ``theta - eta * g``."""
+    return {k: p - eta * grads[k] for k, p in params.items()}, None
+
+
+def adam_step(
+    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, *, gi: bool = False
+) -> StepFn:
+    """Adam (bias-corrected) as a :class:`StepFn`; ``gi=True`` gives GI-Adam.
+
+    Adam's first step is ``eta * g / (|g| + eps)``. GI-Adam sets ``v_0 = g_0**2`` and
+    keeps the bias correction, so its first step is ``eta * g / (|g| / sqrt(1 - beta2)
+    + eps)``, i.e. Adam with the learning rate scaled by ``sqrt(1 - beta2**t)``.
+    """
+    for name, value in (("beta1", beta1), ("beta2", beta2)):
+        if not 0.0 <= value < 1.0:
+            raise ValueError(f"{name} must be in [0, 1), got {value!r}")
+    if not eps >= 0:
+        raise ValueError(f"eps must be non-negative, got {eps!r}")
+
+    def step(params, grads, eta, state):
+        if state is None:
+            m = {k: torch.zeros_like(g) for k, g in grads.items()}
+            v = {k: (g * g if gi else torch.zeros_like(g)) for k, g in grads.items()}
+            state = (0, m, v)
+        t, m, v = state
+        t += 1
+        m = {k: beta1 * m[k] + (1 - beta1) * g for k, g in grads.items()}
+        v = {k: beta2 * v[k] + (1 - beta2) * g * g for k, g in grads.items()}
+        c1, c2 = 1 - beta1**t, 1 - beta2**t
+        new = {k: p - eta * (m[k] / c1) / ((v[k] / c2).sqrt() + eps) for k, p in params.items()}
+        return new, (t, m, v)
+
+    return step
+
+
+# The eta_c search usually needs only the first step; the same stateful update serves
+# num_steps > 1, so one implementation carries both names.
+adam_first_step = adam_step
+
+
+# --------------------------------------------------------------------------------------
+# The catapult estimate of eta_c
+
+
+@dataclass(frozen=True)
+class CriticalLRInfo:
+    """Result of the eta_c search.
+
+    ``bracket = (lo, hi)``: ``num_steps`` steps at ``lo`` did not raise the loss, at
+    ``hi`` they did; ``eta_c = hi``. ``history`` lists every ``(eta, L(theta_n)/L(theta_0))``
+    tried, in order.
+    """
+
+    eta_c: float
+    bracket: tuple[float, float]
+    initial_loss: float
+    num_loss_evals: int
+    num_grad_evals: int
+    history: tuple[tuple[float, float], ...]
+    tolerance_met: bool  # False when bisection stopped on max_bisections
+
+
+def critical_learning_rate(
+    loss_fn: LossFn,
+    params: Params,
+    *,
+    optimizer: StepFn | None = None,
+    eta_start: float = 1e-3,
+    delta: float = 0.1,
+    num_steps: int = 1,
+    max_doublings: int = 40,
+    max_bisections: int = 30,
+    eta_rtol: float = 1e-3,
+    return_info: bool = False,
+) -> float | CriticalLRInfo:
+    """Critical learning rate ``eta_c`` from the loss catapult, forward/backward only.
+
+    Starting at ``eta_start``, doubles eta (or halves it, if the start is already
+    unstable) until ``num_steps`` steps of ``optimizer`` (gradient descent by default)
+    from ``params`` raise the loss above ``L(theta_0)``. Then bisects the bracket
+    (geometrically) until a step size raises the loss by at most ``delta``:
+    ``L(theta_0) < L(theta_n) <= (1 + delta) L(theta_0)``, or the bracket is narrower
+    than ``eta_rtol`` relative. Returns the smallest eta found to raise the loss. For
+    GD on a loss dominated by its top direction, ``eta_c`` is near ``2 / lambda_H``.
+    """
+    if not callable(loss_fn):
+        raise ValueError("loss_fn must be a callable params -> scalar loss")
+    for name, value, integer in (
+        ("eta_start", eta_start, False),
+        ("delta", delta, False),
+        ("num_steps", num_steps, True),
+        ("max_doublings", max_doublings, True),
+        ("max_bisections", max_bisections, True),
+        ("eta_rtol", eta_rtol, False),
+    ):
+        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0) or (
+            integer and int(value) != value
+        ):
+            kind = "a positive integer" if integer else "a positive number"
+            raise ValueError(f"{name} must be {kind}, got {value!r}")
+    step = optimizer or gd_step
+    counts = {"loss": 0, "grad": 0}
+
+    def loss_and_grad(theta: dict[str, Tensor]) -> tuple[float, dict[str, Tensor]]:
+        leaves = {k: p.detach().requires_grad_(True) for k, p in theta.items()}
+        loss = loss_fn(leaves)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError("loss_fn must return a scalar tensor")
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+        counts["grad"] += 1
+        return float(loss.detach()), dict(zip(leaves, grads, strict=True))
+
+    theta0 = {k: p.detach() for k, p in params.items()}
+    loss0, grads0 = loss_and_grad(theta0)
+    if not math.isfinite(loss0) or loss0 <= 0:
+        raise ValueError(f"loss at params must be finite and positive, got {loss0}")
+
+    history: list[tuple[float, float]] = []
+
+    def loss_ratio(eta: float) -> float:
+        # The first gradient is the same for every eta, so a one-step probe costs one
+        # forward pass; later steps need fresh gradients.
+        theta, state = step(theta0, grads0, eta, None)
+        for _ in range(int(num_steps) - 1):
+            _, grads = loss_and_grad(theta)
+            theta, state = step(theta, grads, eta, state)
+        with torch.no_grad():
+            loss = float(loss_fn(theta))
+        counts["loss"] += 1
+        ratio = loss / loss0 if math.isfinite(loss) else math.inf
+        history.append((eta, ratio))
+        return ratio
+
+    # Exponential search for a bracket lo (loss did not rise) < hi (loss rose).
+    eta = float(eta_start)
+    if loss_ratio(eta) > 1.0:
+        hi = eta
+        for _ in range(int(max_doublings)):
+            eta /= 2
+            if loss_ratio(eta) <= 1.0:
+                break
+            hi = eta
+        else:
+            raise RuntimeError(
+                f"loss rises after {num_steps} step(s) even at eta={eta:g}; "
+                "is params a minimum or loss_fn noisy?"
+            )
+        lo = eta
+    else:
+        lo = eta
+        for _ in range(int(max_doublings)):
+            eta *= 2
+            ratio = loss_ratio(eta)
+            if ratio > 1.0:
+                break
+            lo = eta
+        else:
+            raise RuntimeError(f"loss never rose up to eta={eta:g}; raise max_doublings")
+        hi = eta
+        if ratio <= 1.0 + delta:
+            return _finish(hi, lo, loss0, counts, history, True, return_info)
+
+    # Bisection on a log scale: eta_c is a scale, and the bracket spans a factor of 2.
+    met = False
+    for _ in range(int(max_bisections)):
+        if hi / lo - 1.0 <= eta_rtol:
+            met = True
+            break
+        mid = math.sqrt(lo * hi)
+        ratio = loss_ratio(mid)
+        if ratio > 1.0:
+            hi = mid
+            if ratio <= 1.0 + delta:
+                met = True
+                break
+        else:
+            lo = mid
+    return _finish(hi, lo, loss0, counts, history, met, return_info)
+
+
+def _finish(hi, lo, loss0, counts, history, met, return_info) -> float | CriticalLRInfo:
+    if not return_info:
+        return hi
+    return CriticalLRInfo(
+        eta_c=hi,
+        bracket=(lo, hi),
+        initial_loss=loss0,
+        num_loss_evals=counts["loss"],
+        num_grad_evals=counts["grad"],
+        history=tuple(history),
+        tolerance_met=met,
+    )
+
+
+# --------------------------------------------------------------------------------------
+# Regime detection on logged trajectories
+
+
+def _as_array(name: str, values, length: int | None = None) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name} must have length {length}, got {arr.shape[0]}")
+    return arr
+
+
+def classify_regime(
+    sharpness: Sequence[float] | np.ndarray,
+    steps: Sequence[float] | np.ndarray | None = None,
+    *,
+    window: float | None = None,
+    rel_tol: float = 0.05,
+) -> str:
+    """``"sharpening"``, ``"reduction"`` or ``"flat"`` from early-training sharpness.
+
+    Compares the median of the last third of the early window with the first finite
+    measurement; a relative change beyond ``rel_tol`` either way names the regime.
+    ``window`` counts training steps when ``steps`` is given, measurements otherwise;
+    by default it is the first quarter of the measurements (at least 3). NaNs (steps
+    without a measurement) are ignored; fewer than 2 finite values give ``"flat"``.
+    """
+    s = _as_array("sharpness", sharpness)
+    idx = np.arange(len(s), dtype=np.float64)
+    t = idx if steps is None else _as_array("steps", steps, len(s))
+    if not rel_tol >= 0:
+        raise ValueError(f"rel_tol must be non-negative, got {rel_tol!r}")
+    finite = np.isfinite(s) & np.isfinite(t)
+    s, t = s[finite], t[finite]
+    if len(s) < 2 or s[0] == 0:
+        return "flat"
+    if window is None:
+        early = s[: max(3, math.ceil(len(s) / 4))]
+    else:
+        if not window > 0:
+            raise ValueError(f"window must be positive, got {window!r}")
+        early = s[t - t[0] <= window] if steps is not None else s[: max(2, int(window))]
+    if len(early) < 2:
+        return "flat"
+    tail = early[len(early) - max(1, len(early) // 3) :]
+    change = (float(np.median(tail)) - s[0]) / abs(s[0])
+    if change > rel_tol:
+        return "sharpening"
+    if change < -rel_tol:
+        return "reduction"
+    return "flat"
+
+
+@dataclass(frozen=True)
+class CatapultEvent:
+    """One loss catapult: a spike above the running minimum that came back down.
+
+    Steps are training steps (or indices when no steps were given). ``loss_ratio`` is
+    peak loss over the running minimum before the spike. Sharpness values are the last
+    finite measurement before the spike and the first at or after its end (NaN if none).
+    """
+
+    start_step: float
+    peak_step: float
+    end_step: float
+    loss_ratio: float
+    sharpness_before: float
+    sharpness_after: float
+
+
+def detect_catapults(
+    loss: Sequence[float] | np.ndarray,
+    sharpness: Sequence[float] | np.ndarray | None = None,
+    *,
+    steps: Sequence[float] | np.ndarray | None = None,
+    spike_factor: float = 1.5,
+    require_sharpness_drop: bool = True,
+) -> list[CatapultEvent]:
+    """Find loss catapults in a training trajectory.
+
+    A spike starts when the loss exceeds ``spike_factor`` times its running minimum and
+    ends when it falls back below that level; spikes that never come down (divergence)
+    are not catapults. When ``sharpness`` (aligned with ``loss``, NaN where unmeasured)
+    is given and ``require_sharpness_drop``, an event also needs the sharpness after the
+    spike to be lower than before it (kept when either side was never measured).
+    """
+    if not spike_factor > 1.0:
+        raise ValueError(f"spike_factor must be greater than 1, got {spike_factor!r}")
+    y = _as_array("loss", loss)
+    n = len(y)
+    t = np.arange(n, dtype=np.float64) if steps is None else _as_array("steps", steps, n)
+    s = np.full(n, np.nan) if sharpness is None else _as_array("sharpness", sharpness, n)
+
+    events: list[CatapultEvent] = []
+    running_min = math.inf
+    i = 0
+    while i < n:
+        if np.isnan(y[i]):  # not measured at this step
+            i += 1
+            continue
+        if y[i] <= spike_factor * running_min:
+            running_min = min(running_min, y[i])
+            i += 1
+            continue
+        # A spike: find where it returns below the threshold, skipping NaN entries.
+        level, start = spike_factor * running_min, i
+        end = next((j for j in range(i, n) if y[j] <= level), None)
+        if end is None:
+            break
+        segment = np.where(np.isnan(y[start:end]), -np.inf, y[start:end])
+        peak = start + int(np.argmax(segment))
+        before = s[:start][np.isfinite(s[:start])]
+        after = s[end:][np.isfinite(s[end:])]
+        s_before = float(before[-1]) if len(before) else math.nan
+        s_after = float(after[0]) if len(after) else math.nan
+        dropped = not (np.isfinite(s_before) and np.isfinite(s_after)) or s_after < s_before
+        if sharpness is None or not require_sharpness_drop or dropped:
+            events.append(
+                CatapultEvent(
+                    start_step=float(t[start]),
+                    peak_step=float(t[peak]),
+                    end_step=float(t[end]),
+                    loss_ratio=float(y[peak] / running_min),
+                    sharpness_before=s_before,
+                    sharpness_after=s_after,
+                )
+            )
+        i = end
+    return events
+
+
+def warmup_end_ratio(
+    sharpness: Sequence[float] | np.ndarray,
+    lr: Sequence[float] | np.ndarray,
+    steps: Sequence[float] | np.ndarray,
+    warmup_steps: float,
+    threshold_fn: Callable[[float], float] = sgd_threshold,
+) -> float:
+    """Sharpness at the end of warmup over the stability threshold there.
+
+    Uses the last finite sharpness measurement at or before ``warmup_steps`` (the first
+    after it if none), and ``threshold_fn(lr)`` at that step, e.g. ``sgd_threshold``
+    (then the ratio is ``lambda_H * eta / 2``) or ``adam_threshold`` for pre-conditioned
+    sharpness. NaN when nothing was measured. Above 1 means past the edge of stability.
+    """
+    s = _as_array("sharpness", sharpness)
+    eta = _as_array("lr", lr, len(s))
+    t = _as_array("steps", steps, len(s))
+    ok = np.isfinite(s) & np.isfinite(eta) & np.isfinite(t)
+    if not ok.any():
+        return math.nan
+    before = np.flatnonzero(ok & (t <= warmup_steps))
+    i = before[np.argmax(t[before])] if len(before) else np.flatnonzero(ok)[np.argmin(t[ok])]
+    return float(s[i] / threshold_fn(float(eta[i])))
