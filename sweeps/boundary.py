@@ -83,7 +83,8 @@ class BoundarySearch:
             if status in (None, "error"):
                 bracket.failed = True
             elif status == "diverged":
-                bracket.diverged = min(log_eta, bracket.diverged or math.inf)
+                known = math.inf if bracket.diverged is None else bracket.diverged  # 0.0 is eta 1
+                bracket.diverged = min(log_eta, known)
             elif bracket.trainable is None or log_eta > bracket.trainable:
                 bracket.trainable = log_eta
         self._in_flight = {}

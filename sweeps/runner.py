@@ -21,13 +21,14 @@ from typing import Any, TextIO
 # print our own progress line.
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 
-import ray  # noqa: E402
-from ray import tune  # noqa: E402
+import ray
+from ray import tune
 
-from results.schema import STATUSES  # noqa: E402
-from results.store import completed_trial_ids, write_spec  # noqa: E402
-from sweeps.spec import PlannedTrial, SweepSpec, expand, make_trial, resolved_yaml  # noqa: E402
-from trials.tune import trainable  # noqa: E402
+from results.schema import STATUSES
+from results.store import completed_trial_ids, write_spec
+from sweeps.packing import group_into_packs, resolve_pack_size
+from sweeps.spec import PlannedTrial, SweepSpec, expand, make_trial, resolved_yaml
+from trials.tune import pack_trainable, trainable
 
 ENDED = ("completed", "diverged", "stuck")
 
@@ -54,14 +55,25 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, log_to_driver=False)
         return
-    ray.init(
-        num_cpus=num_cpus,
-        include_dashboard=False,
-        dashboard_host="127.0.0.1",
-        _node_ip_address="127.0.0.1",
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    # On Linux Ray swaps a loopback `_node_ip_address` for the machine's routable IP, and
+    # GCS, raylet and workers then listen on every interface. Ray keeps loopback only
+    # where it thinks clusters are unsupported; claim that for this start only, so that a
+    # later `ray.init(address=...)` in the same process still finds its routable IP.
+    from ray._private import ray_constants
+
+    cluster_mode = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            dashboard_host="127.0.0.1",
+            _node_ip_address="127.0.0.1",
+            log_to_driver=False,
+            configure_logging=False,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
 
 
 class Progress(tune.Callback):
@@ -73,13 +85,28 @@ class Progress(tune.Callback):
         self.running: set[str] = set()
         self.start = time.monotonic()
 
+    def __getstate__(self) -> dict:
+        # Tune pickles its callbacks with the experiment (tuner.pkl); streams such as
+        # Jupyter's or pytest's do not pickle, and a restored run prints to stderr.
+        return {**self.__dict__, "stream": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, stream=state["stream"] or sys.stderr)
+
     def on_trial_start(self, iteration, trials, trial, **info) -> None:
         self.running.add(trial.trial_id)
         self._print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        if result.get("status") in STATUSES:
-            self.counts[result["status"]] += 1
+        # A pack's final result carries each of its trials' final metrics under `members`.
+        members = result.get("members")
+        if isinstance(members, dict):
+            statuses = [m.get("status") for m in members.values()]
+        else:
+            statuses = [result.get("status")]
+        ended = [s for s in statuses if s in STATUSES]
+        if ended:
+            self.counts.update(ended)
             self.running.discard(trial.trial_id)
             self._print()
 
@@ -128,9 +155,10 @@ def _tuner(
     stream: TextIO,
     tune_config: tune.TuneConfig | None = None,
     run_name: str | None = None,
+    packed: bool = False,
 ) -> tune.Tuner:
     fn = tune.with_parameters(
-        trainable,
+        pack_trainable if packed else trainable,
         base=spec.base,
         results=results,
         sweep=spec.name,
@@ -154,6 +182,8 @@ def _tuner(
 
 
 def _trial_name(trial) -> str:
+    if "pack" in trial.config:
+        return f"{trial.trial_id}_pack{len(trial.config['pack'])}"
     overrides = trial.config.get("overrides")
     if overrides is not None:
         return (
@@ -176,10 +206,13 @@ def run_sweep(
     results: str,
     *,
     address: str | None = None,
-    stream: TextIO = sys.stderr,
+    stream: TextIO | None = None,
     num_cpus: int | None = None,
 ) -> SweepOutcome:
     """Run every trial of `spec` that has not ended yet; return the outcome."""
+    stream = sys.stderr if stream is None else stream  # looked up now: it may be redirected
+    # Tune runs each trial in its own working directory: workers need an absolute path.
+    results = results if "://" in results else os.path.abspath(results)
     write_spec(results, spec.name, resolved_yaml(spec))
     if spec.search.kind == "optuna":
         return _run_optuna(spec, results, address, stream, num_cpus)
@@ -189,8 +222,16 @@ def run_sweep(
     stream.write(f"sweep {spec.name}: {len(pending)} to run, {skipped} already ended\n")
     if pending:
         init_ray(address, num_cpus)
-        space = {"overrides": tune.grid_search([p.overrides for p in pending])}
-        _tuner(spec, results, space, len(pending), stream).fit()
+        pack_size = resolve_pack_size(spec.pack_size, pending, spec.resources.cpu)
+        if pack_size > 1:
+            # Resume is per member: only pending trials are packed.
+            packs = group_into_packs(pending, pack_size)
+            stream.write(f"sweep {spec.name}: {len(packs)} packs of up to {pack_size} trials\n")
+            space = {"pack": tune.grid_search([[p.overrides for p in pack] for pack in packs])}
+            _tuner(spec, results, space, len(pending), stream, packed=True).fit()
+        else:
+            space = {"overrides": tune.grid_search([p.overrides for p in pending])}
+            _tuner(spec, results, space, len(pending), stream).fit()
     return _outcome(spec, results, [p.trial_id for p in expand(spec)], skipped)
 
 
@@ -223,7 +264,9 @@ def _run_optuna(
         else:
             space[axis] = tune.choice(values)
     seed = tune.choice(spec.seeds) if len(spec.seeds) > 1 else spec.seeds[0]
-    space["init_seed"] = space["data_seed"] = seed
+    for key in ("init_seed", "data_seed"):
+        if key not in spec.grid:  # a swept seed keeps its own axis
+            space[key] = seed
     search = spec.search
     scheduler = None
     if search.asha:
@@ -239,7 +282,8 @@ def _run_optuna(
     init_ray(address, num_cpus)
     stream.write(f"sweep {spec.name}: optuna, {search.num_samples} samples\n")
     grid = _tuner(spec, results, space, search.num_samples, stream, tune_config).fit()
-    ids = [r.metrics.get("trial_id") for r in grid if r.metrics and r.metrics.get("trial_id")]
+    # Tune overwrites a reported `trial_id` with its own: recompute ours from the config.
+    ids = [make_trial(spec, dict(r.config)).trial_id for r in grid if r.config is not None]
     outcome = _outcome(spec, results, ids, 0)
     outcome.missing += ["<unknown>"] * (len(grid) - len(ids))
     return outcome
@@ -276,8 +320,9 @@ def _run_boundary(
     return _outcome(spec, results, list(dict.fromkeys(all_ids)), 0)
 
 
-def dry_run(spec: SweepSpec, results: str, stream: TextIO = sys.stdout) -> int:
+def dry_run(spec: SweepSpec, results: str, stream: TextIO | None = None) -> int:
     """Print what `run` would do without running or writing anything."""
+    stream = sys.stdout if stream is None else stream  # looked up now: it may be redirected
     pending, skipped = pending_trials(spec, results)
     stream.write(
         f"sweep {spec.name}: {len(pending) + skipped} trials, "

@@ -17,7 +17,7 @@ import itertools
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -96,7 +96,7 @@ class SweepSpec(_Strict):
     max_concurrent: int | None = Field(default=None, gt=0)
     failure: Failure = Failure()
     logging: Logging = Logging()
-    pack_size: int | Literal["auto"] = 1
+    pack_size: Annotated[int, Field(gt=0)] | Literal["auto"] = 1  # trials per process
 
     @field_validator("name")
     @classmethod
@@ -179,7 +179,9 @@ def axis_values(spec: SweepSpec) -> dict[str, list[dict[str, Any]]]:
             axes[axis] = [{axis: values.low}, {axis: values.high}]  # validation probes
         else:
             axes[axis] = [{axis: v} for v in values]
-    axes["seed"] = [{"init_seed": s, "data_seed": s} for s in spec.seeds]
+    # `seeds` sets both seeds, except one that is swept as its own axis.
+    seeded = [k for k in ("init_seed", "data_seed") if k not in spec.grid]
+    axes["seed"] = [dict.fromkeys(seeded, s) for s in spec.seeds]
     return axes
 
 

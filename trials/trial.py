@@ -144,18 +144,28 @@ class Problem:
 
         return fn
 
-    @torch.no_grad()
     def evaluate(
         self, model: WarmupModel, params: dict[str, torch.Tensor], split: str
     ) -> tuple[float, float]:
         """Loss and accuracy on a whole split, in chunks."""
+        loss, acc = self.evaluate_with(
+            lambda xb, yb: self.loss_and_accuracy(functional_call(model, params, (xb,)), yb), split
+        )
+        return float(loss), float(acc)
+
+    @torch.no_grad()
+    def evaluate_with(
+        self, loss_and_accuracy: Callable[[torch.Tensor, torch.Tensor], tuple], split: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Float64 mean of `loss_and_accuracy(x, y)` over a split in chunks (a packed trial
+        returns one value per member)."""
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         total_loss = total_acc = 0.0
         for i in range(0, len(x), EVAL_CHUNK):
             xb, yb = x[i : i + EVAL_CHUNK], y[i : i + EVAL_CHUNK]
-            loss, acc = self.loss_and_accuracy(functional_call(model, params, (xb,)), yb)
-            total_loss += loss.item() * len(xb)
-            total_acc += acc.item() * len(xb)
+            loss, acc = loss_and_accuracy(xb, yb)
+            total_loss = total_loss + loss.double() * len(xb)
+            total_acc = total_acc + acc.double() * len(xb)
         return total_loss / len(x), total_acc / len(x)
 
     def batch_size(self) -> int:
@@ -230,6 +240,75 @@ def critical_lr(config: TrialConfig, loss_fn, params) -> float:
     )
 
 
+def is_diverged(config: TrialConfig, loss: float, loss0: float) -> bool:
+    """The divergence rule: a NaN/Inf loss, or one above `divergence_factor` x the first."""
+    return not math.isfinite(loss) or loss > config.divergence_factor * loss0
+
+
+def measured_at(every: int, t: int) -> bool:
+    """Whether a quantity measured every `every` updates (0: only at the first) is taken at update t."""
+    return t == 1 or bool(every and (t - 1) % every == 0)
+
+
+def step_row(config: TrialConfig, t: int, lr: float, loss: float, accuracy: float) -> dict:
+    """The steps-table row of update t before curvature and evaluation are filled in."""
+    row = dict.fromkeys(STEP_COLUMNS)
+    row.update(step=t, lr=lr, train_loss=loss, train_accuracy=accuracy)
+    row["threshold"] = threshold(config, lr)
+    return row
+
+
+def resolve_schedule(
+    config: TrialConfig, lambda0: float, eta_c: float | None
+) -> tuple[float, float, Schedule]:
+    """Absolute eta_trgt and eta_init (from lambda0 and eta_c) and the schedule they make."""
+    eta_trgt = (
+        config.eta_trgt / lambda0 if config.eta_trgt_relative_to == "lambda0" else config.eta_trgt
+    )
+    eta_init = eta_c if config.eta_init == "catapult" else config.eta_init
+    if not (math.isfinite(eta_trgt) and eta_trgt > 0):
+        raise ValueError(f"eta_trgt: resolved to {eta_trgt} (lambda0 = {lambda0})")
+    schedule = Schedule(
+        eta_trgt=eta_trgt,
+        warmup_steps=config.warmup_steps,
+        eta_init=eta_init,
+        shape=config.resolved_warmup_shape,
+        power=config.warmup_power,
+        decay=config.decay,
+        num_steps=config.num_steps,
+        eta_min=config.eta_min,
+    )
+    return eta_trgt, eta_init, schedule
+
+
+def final_status(
+    config: TrialConfig, problem: Problem, final_loss: float, final_acc: float, loss0: float
+) -> dict[str, Any]:
+    """How a trial that ran all its updates ended, from its final train loss and accuracy."""
+    if is_diverged(config, final_loss, loss0):
+        return {"status": "diverged", "diverged_step": config.num_steps}
+    if problem.is_text:
+        learned = final_loss < problem.stuck_loss()
+    else:
+        learned = final_acc >= config.stuck_accuracy_factor / problem.num_classes
+    return {"status": "completed" if learned else "stuck"}
+
+
+def trial_summary(config: TrialConfig, sweep: str, node: str | None) -> dict[str, Any]:
+    """The summary fields a trial knows before it trains: id, config columns, provenance."""
+    summary: dict[str, Any] = {"trial_id": config.trial_id(), "sweep": sweep, **config.flat()}
+    summary.update(
+        eta_trgt_relative=config.eta_trgt if config.eta_trgt_relative_to == "lambda0" else None,
+        eta_trgt=config.eta_trgt if config.eta_trgt_relative_to == "absolute" else None,
+        eta_init=None if config.eta_init == "catapult" else config.eta_init,
+        eta_init_mode=config.eta_init_mode,
+        device=str(resolve_device(config.device)),
+        node=node or socket.gethostname(),
+        package_version=package_version(),
+    )
+    return summary
+
+
 def _leaf_params(model: WarmupModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
 
@@ -257,23 +336,8 @@ def _train(
     if config.eta_init == "catapult" or config.measure_eta_c:
         out["eta_c"] = critical_lr(config, measure_loss, params)
 
-    eta_trgt = (
-        config.eta_trgt / lambda0 if config.eta_trgt_relative_to == "lambda0" else config.eta_trgt
-    )
-    eta_init = out["eta_c"] if config.eta_init == "catapult" else config.eta_init
-    if not (math.isfinite(eta_trgt) and eta_trgt > 0):
-        raise ValueError(f"eta_trgt: resolved to {eta_trgt} (lambda0 = {lambda0})")
+    eta_trgt, eta_init, schedule = resolve_schedule(config, lambda0, out["eta_c"])
     out.update(eta_trgt=eta_trgt, eta_init=eta_init)
-    schedule = Schedule(
-        eta_trgt=eta_trgt,
-        warmup_steps=config.warmup_steps,
-        eta_init=eta_init,
-        shape=config.resolved_warmup_shape,
-        power=config.warmup_power,
-        decay=config.decay,
-        num_steps=config.num_steps,
-        eta_min=config.eta_min,
-    )
     optimizer = make_optimizer(config, model)
     v_pre = None
     loss0 = None
@@ -284,15 +348,13 @@ def _train(
         loss, acc = problem.loss_and_accuracy(logits, problem.y_train[idx])
         loss_value = loss.item()
         loss0 = loss_value if loss0 is None else loss0
-        row = dict.fromkeys(STEP_COLUMNS)
-        row.update(step=t, lr=lr, train_loss=loss_value, train_accuracy=acc.item())
-        row["threshold"] = threshold(config, lr)
-        if not math.isfinite(loss_value) or loss_value > config.divergence_factor * loss0:
+        row = step_row(config, t, lr, loss_value, acc.item())
+        if is_diverged(config, loss_value, loss0):
             _append(steps, row)
             out.update(status="diverged", diverged_step=t)
             return out
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
-        if t == 1 or (config.sharpness_every and (t - 1) % config.sharpness_every == 0):
+        if measured_at(config.sharpness_every, t):
             if t > 1:  # at t = 1 the parameters are the init: reuse lambda0
                 top = curvature.sharpness(
                     measure_loss,
@@ -316,7 +378,7 @@ def _train(
                     **sharp_opts,
                 )
                 row["preconditioned_sharpness"], v_pre = pre.top, pre.eigenvectors[:, 0]
-        if t == 1 or (config.eval_every and (t - 1) % config.eval_every == 0):
+        if measured_at(config.eval_every, t):
             row["test_loss"], row["test_accuracy"] = problem.evaluate(model, params, "test")
         optimizer.step(params, grads, lr)
         _append(steps, row)
@@ -324,8 +386,8 @@ def _train(
             report({"step": t, "train_loss": loss_value, "lr": lr})
 
     final_loss, final_acc = problem.evaluate(model, params, "train")
-    if not math.isfinite(final_loss) or final_loss > config.divergence_factor * loss0:
-        out.update(status="diverged", diverged_step=config.num_steps)
+    out.update(final_status(config, problem, final_loss, final_acc, loss0))
+    if out["status"] == "diverged":
         return out
     out["final_train_loss"], out["final_train_accuracy"] = final_loss, final_acc
     out["final_test_loss"], out["final_test_accuracy"] = problem.evaluate(model, params, "test")
@@ -333,11 +395,6 @@ def _train(
         out["final_sharpness"] = curvature.sharpness(
             measure_loss, params, v0=v_top, generator=lanczos_gen, **sharp_opts
         )
-    if problem.is_text:
-        learned = final_loss < problem.stuck_loss()
-    else:
-        learned = final_acc >= config.stuck_accuracy_factor / problem.num_classes
-    out["status"] = "completed" if learned else "stuck"
     return out
 
 
@@ -359,22 +416,14 @@ def run_trial(
     """Run one trial; write its Parquet files under `results/sweep` when `results` is given.
 
     Never raises for a failure inside the trial: the result's status says how it
-    ended. `report` receives progress every `report_every` steps (e.g. Ray Tune).
+    ended. A failure to write its files makes it `error` (summary only); it raises
+    only when even that summary cannot be written. `report` receives progress every `report_every` steps (e.g. Ray Tune).
     """
     from results.store import write_trial
 
     start = time.perf_counter()
     steps: dict[str, list] = {key: [] for key in STEP_COLUMNS}
-    summary: dict[str, Any] = {"trial_id": config.trial_id(), "sweep": sweep, **config.flat()}
-    summary.update(
-        eta_trgt_relative=config.eta_trgt if config.eta_trgt_relative_to == "lambda0" else None,
-        eta_trgt=config.eta_trgt if config.eta_trgt_relative_to == "absolute" else None,
-        eta_init=None if config.eta_init == "catapult" else config.eta_init,
-        eta_init_mode=config.eta_init_mode,
-        device=str(resolve_device(config.device)),
-        node=node or socket.gethostname(),
-        package_version=package_version(),
-    )
+    summary = trial_summary(config, sweep, node)
     try:
         problem = problem or Problem(config)
         summary.update(_train(config, problem, steps, report, report_every))
@@ -382,5 +431,11 @@ def run_trial(
         summary.update(status="error", error=f"{type(exc).__name__}: {exc}")
     summary["wall_time_s"] = time.perf_counter() - start
     if results is not None:
-        write_trial(results, sweep, summary, steps)
+        try:
+            write_trial(results, sweep, summary, steps)
+        except Exception as exc:  # storage (disk full, permissions, ...): no partial file is left
+            # Record why as an `error` summary without steps; if even that cannot be
+            # written, the exception reaches Tune, which reports the trial as failed.
+            summary.update(status="error", error=f"writing results: {type(exc).__name__}: {exc}")
+            write_trial(results, sweep, summary, None)
     return TrialResult(summary["trial_id"], summary["status"], summary, steps)

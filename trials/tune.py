@@ -58,11 +58,56 @@ def trainable(
         trial_config,
         results=results,
         sweep=sweep,
+        report=_progress,
+        report_every=report_every,
+        node=node,
+    )
+    final = _final_metrics(result.summary)
+    # ASHA's metric is the progress reports' train_loss: the final report must carry it too.
+    tune.report({"step": trial_config.num_steps, "train_loss": final["final_train_loss"], **final})
+
+
+def _progress(metrics: dict[str, Any]) -> None:
+    """A progress report. Tune refuses results without the searcher's metric (Optuna's
+    `final_test_loss`, ...), so the final metrics are in it too, NaN until the end."""
+    pending = {k: math.nan for k in FINAL_METRICS if k not in ("status", "trial_id")}
+    tune.report({**pending, **metrics})
+
+
+def _final_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+    final = {key: summary.get(key) for key in FINAL_METRICS}
+    # Searchers need a number: a diverged or failed trial has no final metric.
+    return {k: (math.nan if v is None and k.startswith("final") else v) for k, v in final.items()}
+
+
+def pack_trainable(
+    config: dict[str, Any],
+    *,
+    base: dict[str, Any],
+    results: str,
+    sweep: str,
+    report_every: int = 25,
+    cpus: float = 1.0,
+) -> None:
+    """Run a pack of trials (`config["pack"]`, a list of overrides) inside one Tune worker.
+
+    The final report carries `members`: each member's final metrics (status
+    included) by trial_id, so progress counts every trial of the pack.
+    """
+    import ray
+
+    from trials.packed import run_pack
+
+    torch.set_num_threads(max(1, int(cpus)))
+    configs = [TrialConfig.model_validate(apply_overrides(base, o)) for o in config["pack"]]
+    node = ray.get_runtime_context().get_node_id()
+    outcomes = run_pack(
+        configs,
+        results=results,
+        sweep=sweep,
         report=tune.report,
         report_every=report_every,
         node=node,
     )
-    final = {key: result.summary.get(key) for key in FINAL_METRICS}
-    # Searchers need a number: a diverged or failed trial has no final metric.
-    final = {k: (math.nan if v is None and k.startswith("final") else v) for k, v in final.items()}
-    tune.report({"step": trial_config.num_steps, **final})
+    members = {r.trial_id: _final_metrics(r.summary) for r in outcomes}
+    tune.report({"step": configs[0].num_steps, "members": members})

@@ -1,0 +1,171 @@
+"""Benchmark: packed trials against the same trials one at a time, and through Ray Tune.
+
+Trial-steps per second (trials x updates / wall time, set-up included) for
+K = 1, 4, 16, 64 trials of one architecture that differ in eta_trgt and init
+seed, three ways side by side:
+- sequential: `run_trial` for each trial in one process;
+- packed: `run_pack` on all K, with batched matrix products and with vmap;
+- end to end (K = 16, small model): `run_sweep` with one Ray Tune trial per
+  config against packs of 16, every CPU busy, the way `warmup-sweep run` runs.
+Two models: the paper's mechanism FCN (width 512, depth 4, 5k examples of
+3072 dims, full batch) and a small MLP 64-128-128-10 at batch 512 on digits.
+Curvature is kept to the minimum every trial takes (lambda0 with 2 Lanczos
+steps), so the numbers are about training throughput. `pack_size: auto`'s
+choice for each model is shown too.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import time
+from typing import Any
+
+import torch
+
+from trials.config import TrialConfig
+
+SMALL = {
+    "model": {"name": "fcn", "width": 128, "depth": 3},
+    "dataset": {"name": "digits", "train_size": 1024, "test_size": 256},
+    "batch_size": 512,
+}
+LARGE = {
+    "model": {"name": "fcn", "width": 512, "depth": 4},
+    "dataset": {"name": "gaussian", "dim": 3072, "train_size": 5000, "test_size": 500},
+}
+COMMON = {"sharpness_max_iter": 2, "sharpness_every": 0, "eval_every": 0, "device": "cpu"}
+
+
+def _configs(model: dict[str, Any], k: int, num_steps: int) -> list[TrialConfig]:
+    return [
+        TrialConfig.model_validate(
+            {
+                **COMMON,
+                **model,
+                "num_steps": num_steps,
+                "eta_trgt": 0.01 * (1 + i % 4),
+                "init_seed": i,
+            }
+        )
+        for i in range(k)
+    ]
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _in_process(model: dict[str, Any], ks: tuple[int, ...], num_steps: int) -> list[dict]:
+    from trials.packed import run_pack
+    from trials.trial import Problem, run_trial
+
+    problem = Problem(_configs(model, 1, num_steps)[0])
+    warm = _configs(model, 2, 1)  # first calls pay one-off dispatch and allocation costs
+    run_trial(warm[0], problem=problem)
+    run_pack(warm, problem=problem)
+    rows = []
+    for k in ks:
+        configs = _configs(model, k, num_steps)
+        work = k * num_steps
+        seq = _timed(lambda c=configs: [run_trial(x, problem=problem) for x in c])
+        row = {"k": k, "sequential": work / seq}
+        for mode in ("batched", "vmap"):
+            t = _timed(lambda c=configs, m=mode: run_pack(c, problem=problem, forward=m))
+            row[mode] = work / t
+        rows.append(row)
+    return rows
+
+
+def _end_to_end(k: int, num_trials: int, num_steps: int) -> dict[str, Any]:
+    import ray
+
+    from sweeps.runner import init_ray, run_sweep
+    from sweeps.spec import SweepSpec
+
+    def spec(pack_size: int) -> SweepSpec:
+        return SweepSpec.model_validate(
+            {
+                "name": f"bench-pack{pack_size}",
+                "base": {**COMMON, **SMALL, "num_steps": num_steps},
+                "grid": {"eta_trgt": [0.01, 0.02, 0.03, 0.04]},
+                "seeds": list(range(num_trials // 4)),
+                "pack_size": pack_size,
+                "logging": {"tensorboard": False},
+            }
+        )
+
+    cpus = os.cpu_count() or 1
+    with tempfile.TemporaryDirectory() as tmp:
+        init_ray(None, num_cpus=cpus)
+        try:
+            times = {}
+            for size in (1, k):
+                sweep = spec(size)
+                t = _timed(
+                    lambda s=sweep: run_sweep(s, os.path.join(tmp, s.name), stream=io.StringIO())
+                )
+                times[size] = t
+        finally:
+            ray.shutdown()
+    work = num_trials * num_steps
+    return {
+        "k": k,
+        "trials": num_trials,
+        "steps": num_steps,
+        "cpus": cpus,
+        "ray_per_config": work / times[1],
+        "ray_packed": work / times[k],
+    }
+
+
+def run(quick: bool = False) -> dict[str, Any]:
+    """Measure packed against sequential and Ray-per-config throughput; return the numbers."""
+    from sweeps.packing import auto_pack_size
+
+    threads = torch.get_num_threads()
+    small_ks, large_ks = ((1, 4), ()) if quick else ((1, 4, 16, 64), (1, 4, 16))
+    small_steps, large_steps = (5, 2) if quick else (50, 2)
+    result: dict[str, Any] = {"threads": threads, "models": []}
+    for name, model, ks, steps in (
+        ("MLP 64-128-128-10, digits, batch 512", SMALL, small_ks, small_steps),
+        ("FCN-4-512, 5k x 3072, full batch", LARGE, large_ks, large_steps),
+    ):
+        if not ks:
+            continue
+        rows = _in_process(model, ks, steps)
+        auto = auto_pack_size(_configs(model, 1, steps)[0], cpus=threads)
+        result["models"].append({"name": name, "steps": steps, "rows": rows, "auto": auto})
+    result["end_to_end"] = None if quick else _end_to_end(16, 32, 50)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The result as aligned text tables of trial-steps per second and ratios."""
+    lines = [f"trial packing, {result['threads']} CPU threads, trial-steps/s (ratio to sequential)"]
+    for m in result["models"]:
+        lines.append(f"\n{m['name']}, {m['steps']} steps per trial; pack_size auto -> {m['auto']}")
+        lines.append(f"  {'K':>3}  {'sequential':>11}  {'packed bmm':>17}  {'packed vmap':>17}")
+        for r in m["rows"]:
+            seq = r["sequential"]
+            lines.append(
+                f"  {r['k']:>3}  {seq:>11.1f}  {r['batched']:>9.1f} ({r['batched'] / seq:4.2f}x)"
+                f"  {r['vmap']:>9.1f} ({r['vmap'] / seq:4.2f}x)"
+            )
+    e = result.get("end_to_end")
+    if e:
+        lines.append(
+            f"\nend to end, warmup-sweep run, {e['trials']} small-MLP trials x {e['steps']} steps, "
+            f"{e['cpus']} CPUs"
+        )
+        lines.append(
+            f"  one Ray trial per config  {e['ray_per_config']:>9.1f} trial-steps/s  1.00x"
+        )
+        ratio = e["ray_packed"] / e["ray_per_config"]
+        lines.append(
+            f"  packs of {e['k']:<3}             {e['ray_packed']:>9.1f} trial-steps/s  {ratio:.2f}x"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,119 @@
+"""Trial packing for sweeps: which trials may share a process, and how many.
+
+Trials pack together when they share model, data, batches, measurement
+schedule, device and dtype (`trials.packed.pack_key`); they may differ in
+schedule, learning rates, optimizer, init scale and init seed. A group larger
+than `pack_size` is split into packs of near-equal size, so no pack is left
+with a handful of stragglers. `pack_size: auto` picks a size by device and
+model: by free memory on a GPU; on a CPU by a short calibration of packed
+against one-at-a-time training steps, falling back to 1 (no packing) when
+packing does not pay, as for compute-bound models.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+
+from sweeps.spec import PlannedTrial
+from trials.config import TrialConfig
+from trials.packed import pack_key, training_rates
+from trials.trial import Problem, resolve_device
+
+MAX_PACK = 64
+CANDIDATES = (4, 16, 64)
+# Training FLOPs per trial-step above which a CPU is compute-bound and packing gains
+# nothing (measured: MLP 3072-256-256-10 at batch 256, ~0.9 GFLOP, ran 0.6x packed).
+CPU_COMPUTE_BOUND_FLOPS = 3e8
+MIN_GAIN = 1.2  # calibrated speed-up a pack must show to be worth it
+
+
+def group_into_packs(planned: Sequence[PlannedTrial], pack_size: int) -> list[list[PlannedTrial]]:
+    """Packable trials grouped (first-seen order) and split into packs of at most `pack_size`."""
+    if pack_size < 1:
+        raise ValueError(f"pack_size: must be a positive integer, got {pack_size!r}")
+    groups: dict[str, list[PlannedTrial]] = {}
+    for p in planned:
+        groups.setdefault(pack_key(p.config), []).append(p)
+    packs = []
+    for group in groups.values():
+        n = math.ceil(len(group) / pack_size)
+        size, extra = divmod(len(group), n)
+        start = 0
+        for i in range(n):
+            stop = start + size + (i < extra)
+            packs.append(group[start:stop])
+            start = stop
+    return packs
+
+
+def _activations_per_example(problem: Problem, config: TrialConfig) -> int:
+    """Numbers every module outputs for one example (what backward keeps, roughly)."""
+    model = problem.build_model(config.init_seed).cpu()
+    total = 0
+
+    def count(_module, _inputs, output) -> None:
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules()]
+    try:
+        with torch.no_grad():
+            x = problem.x_train[:1].cpu()
+            model(x if problem.is_text else x.float())
+    finally:
+        for h in hooks:
+            h.remove()
+    return total
+
+
+def auto_pack_size(
+    config: TrialConfig, *, cpus: float = 1.0, problem: Problem | None = None
+) -> int:
+    """A pack size for trials like `config` on its device: never slower than unpacked."""
+    problem = problem or Problem(config)
+    model = problem.build_model(config.init_seed)
+    num_params = sum(p.numel() for p in model.parameters())
+    batch = problem.batch_size()
+    device = resolve_device(config.device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        elem = torch.finfo(problem.dtype).bits // 8
+        # Params, grads, two optimizer moments, the Lanczos basis, and 3x the activations.
+        per_member = elem * (
+            num_params * (4 + config.sharpness_max_iter)
+            + 3 * batch * _activations_per_example(problem, config)
+        )
+        return max(1, min(MAX_PACK, int(0.5 * free // per_member)))
+    if 6 * batch * num_params > CPU_COMPUTE_BOUND_FLOPS:
+        return 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(cpus)))  # what one Ray worker gets
+    try:
+        best, best_rate = 1, None
+        for k in CANDIDATES:
+            single, packed = training_rates(config, k, problem=problem)
+            best_rate = best_rate or single
+            if packed > MIN_GAIN * best_rate:
+                best, best_rate = k, packed
+    finally:
+        torch.set_num_threads(threads)
+    return best
+
+
+def resolve_pack_size(pack_size: int | str, planned: Sequence[PlannedTrial], cpus: float) -> int:
+    """`pack_size` as a number: `auto` is calibrated on the first trial of the largest group."""
+    if pack_size != "auto":
+        return int(pack_size)
+    if not planned:
+        return 1
+    groups: dict[str, list[PlannedTrial]] = {}
+    for p in planned:
+        groups.setdefault(pack_key(p.config), []).append(p)
+    largest = max(groups.values(), key=len)
+    if len(largest) == 1:
+        return 1
+    return min(auto_pack_size(largest[0].config, cpus=cpus), len(largest))

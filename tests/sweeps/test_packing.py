@@ -1,0 +1,93 @@
+"""Sweeps group packable trials into packs and run each pack as one Ray Tune trial."""
+
+import io
+import os
+
+import pandas as pd
+import pytest
+import ray
+
+from sweeps.packing import auto_pack_size, group_into_packs, resolve_pack_size
+from sweeps.runner import run_sweep
+from sweeps.spec import SweepSpec, expand
+
+
+def _spec(**changes) -> SweepSpec:
+    data = {
+        "name": "packs",
+        "base": {
+            "model": {"name": "fcn", "width": 16, "depth": 3},
+            "dataset": {"name": "digits", "train_size": 128, "test_size": 64},
+            "num_steps": 12,
+            "batch_size": 32,
+            "sharpness_every": 4,
+            "dtype": "float64",
+        },
+        "grid": {
+            "eta_trgt": {"relative_to": "lambda0", "values": [1, 4, 256]},
+            "parameterization": ["sp", "mup"],
+        },
+        "seeds": [0],
+        "pack_size": 2,
+        "logging": {"tensorboard": False},
+        **changes,
+    }
+    return SweepSpec.model_validate(data)
+
+
+def test_packs_group_by_shared_fields_and_balance_sizes():
+    planned = expand(_spec(grid={"eta_trgt": [0.1, 0.2, 0.3, 0.4, 0.5], "batch_size": [16, 32]}))
+    packs = group_into_packs(planned, 4)
+    assert sorted(len(p) for p in packs) == [2, 2, 3, 3]  # 5 -> 3 + 2, never 4 + 1
+    for pack in packs:
+        assert len({p.config.batch_size for p in pack}) == 1
+    assert sorted(p.trial_id for pack in packs for p in pack) == sorted(p.trial_id for p in planned)
+    assert [len(p) for p in group_into_packs(planned, 1)] == [1] * 10
+    with pytest.raises(ValueError, match="pack_size"):
+        group_into_packs(planned, 0)
+
+
+def test_auto_does_not_pack_compute_bound_models_on_cpu():
+    spec = _spec(base={**_spec().base, "model": {"name": "fcn", "width": 512, "depth": 4}})
+    config = expand(spec)[0].config.model_copy(update={"batch_size": None, "device": "cpu"})
+    assert auto_pack_size(config) == 1
+
+
+def test_resolve_pack_size_never_exceeds_the_largest_group():
+    planned = expand(_spec())
+    assert resolve_pack_size(3, planned, 1.0) == 3
+    assert resolve_pack_size("auto", planned[:1], 1.0) == 1
+    assert 1 <= resolve_pack_size("auto", planned, 1.0) <= 3
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_packed_sweep_matches_unpacked_and_resumes_per_member(ray_local, tmp_path):
+    packed, unpacked = str(tmp_path / "packed"), str(tmp_path / "unpacked")
+    stream = io.StringIO()
+    outcome = run_sweep(_spec(), packed, stream=stream)
+    assert outcome.exit_code == 0 and sum(outcome.counts.values()) == 6
+    assert "4 packs of up to 2 trials" in stream.getvalue()  # 2 groups of 3 -> 2 + 1 each
+    assert "6/6 ended" in stream.getvalue()  # progress counts every member of a pack
+    run_sweep(_spec(pack_size=1), unpacked, stream=io.StringIO())
+
+    trials_p = pd.read_parquet(os.path.join(packed, "packs", "trials")).sort_values("trial_id")
+    trials_u = pd.read_parquet(os.path.join(unpacked, "packs", "trials")).sort_values("trial_id")
+    assert list(trials_p.trial_id) == list(trials_u.trial_id)
+    assert list(trials_p.status) == list(trials_u.status)
+    assert "diverged" in set(trials_p.status)
+    assert trials_p.lambda0.tolist() == pytest.approx(trials_u.lambda0.tolist(), rel=1e-6)
+
+    # Resume: a lost member reruns alone; the others are not touched.
+    lost = trials_p.trial_id.iloc[0]
+    os.remove(os.path.join(packed, "packs", "trials", f"{lost}.parquet"))
+    stream = io.StringIO()
+    outcome = run_sweep(_spec(), packed, stream=stream)
+    assert "1 to run, 5 already ended" in stream.getvalue()
+    assert outcome.exit_code == 0 and sum(outcome.counts.values()) == 6

@@ -1,0 +1,164 @@
+"""Packed trials reproduce unpacked ones, member by member, on disk."""
+
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from trials import packed
+from trials.config import TrialConfig
+from trials.packed import check_packable, packed_forward, run_pack
+from trials.trial import Problem, run_trial
+
+BASE = {
+    "model": {"name": "fcn", "width": 16, "depth": 3},
+    "dataset": {"name": "digits", "train_size": 128, "test_size": 64},
+    "num_steps": 16,
+    "batch_size": 32,
+    "sharpness_every": 5,
+    "sharpness_max_iter": 40,
+    "eval_every": 4,
+    "dtype": "float64",  # equal values are then a matter of round-off, not of chaos
+    "eta_trgt_relative_to": "lambda0",
+}
+
+
+def _config(**changes) -> TrialConfig:
+    return TrialConfig.model_validate({**BASE, **changes})
+
+
+# A small grid: SGD over eta_trgt x warmup (some diverge), plus Adam and GI-Adam members
+# with their own hyperparameters, init seeds and init scales.
+GRID = [
+    _config(eta_trgt=eta, warmup_steps=warmup, init_seed=seed)
+    for eta, warmup, seed in [(1, 1, 0), (64, 1, 1), (64, 8, 2), (4, 4, 3)]
+] + [
+    _config(eta_trgt=0.05, optimizer={"name": "adam"}, init_scale=1.0),
+    _config(eta_trgt=0.5, optimizer={"name": "gi-adam", "beta2": 0.99}, init_seed=5),
+    _config(eta_trgt=2, optimizer={"name": "sgd", "momentum": 0.9}, decay="cosine"),
+]
+
+
+def _read(results, table: str) -> pd.DataFrame:
+    df = pd.read_parquet(results / "grid" / table)
+    return df.sort_values(["trial_id", "step"] if table == "steps" else "trial_id").reset_index(
+        drop=True
+    )
+
+
+def test_packed_grid_writes_the_same_parquet_values_as_unpacked(tmp_path):
+    for config in GRID:
+        run_trial(config, results=str(tmp_path / "unpacked"), sweep="grid")
+    run_pack(GRID, results=str(tmp_path / "packed"), sweep="grid")
+
+    trials_u, trials_p = (
+        _read(tmp_path / "unpacked", "trials"),
+        _read(tmp_path / "packed", "trials"),
+    )
+    assert list(trials_u.columns) == list(trials_p.columns)
+    assert list(trials_p.trial_id) == sorted(c.trial_id() for c in GRID)
+    assert set(trials_p.status) >= {"completed", "diverged"}  # the grid exercises both
+    for column in ("status", "diverged_step", "optimizer", "init_seed", "eta_init_mode"):
+        pd.testing.assert_series_equal(trials_u[column], trials_p[column])
+    for column in ("lambda0", "eta_trgt", "final_train_loss", "final_test_loss"):
+        pd.testing.assert_series_equal(trials_u[column], trials_p[column], rtol=1e-6)
+    pd.testing.assert_series_equal(
+        trials_u["final_sharpness"], trials_p["final_sharpness"], rtol=1e-2
+    )
+
+    steps_u, steps_p = _read(tmp_path / "unpacked", "steps"), _read(tmp_path / "packed", "steps")
+    assert len(steps_u) == len(steps_p)
+    pd.testing.assert_series_equal(steps_u["step"], steps_p["step"])
+    for column in ("lr", "threshold", "train_loss", "train_accuracy", "test_loss"):
+        pd.testing.assert_series_equal(steps_u[column], steps_p[column], rtol=1e-6)
+    for column in ("sharpness", "preconditioned_sharpness"):
+        assert steps_u[column].isna().equals(steps_p[column].isna())
+        pd.testing.assert_series_equal(steps_u[column], steps_p[column], rtol=1e-2)
+    assert steps_p["preconditioned_sharpness"].notna().any()
+
+
+def test_a_diverged_member_is_frozen_and_never_touches_the_others():
+    calm = _config(eta_trgt=1, num_steps=12)
+    wild = _config(eta_trgt=1e4, num_steps=12, init_seed=1)  # NaN/Inf within a few steps
+    alone = run_pack([calm])[0]
+    together = run_pack([wild, calm, wild.model_copy(update={"init_seed": 2})])
+    assert together[0].status == "diverged" and together[0].summary["diverged_step"] <= 3
+    assert len(together[0].steps["step"]) == together[0].summary["diverged_step"]
+    assert together[1].status == alone.status
+    for column in ("train_loss", "lr", "sharpness", "test_loss"):
+        got, want = together[1].steps[column], alone.steps[column]
+        assert [g is None for g in got] == [w is None for w in want]
+        assert [g for g in got if g is not None] == pytest.approx(
+            [w for w in want if w is not None], rel=1e-9
+        )
+    assert all(math.isfinite(v) for v in together[1].steps["train_loss"])
+
+
+def test_results_come_back_in_the_order_given():
+    configs = [
+        _config(eta_trgt=1, optimizer={"name": "adam"}, num_steps=3),
+        _config(eta_trgt=1, num_steps=3),
+        _config(eta_trgt=0.1, optimizer={"name": "adam"}, num_steps=3),
+    ]
+    results = run_pack(configs)
+    assert [r.trial_id for r in results] == [c.trial_id() for c in configs]
+    assert [r.summary["optimizer"] for r in results] == ["adam", "sgd", "adam"]
+
+
+def test_a_member_failing_its_setup_is_an_error_and_the_pack_goes_on(monkeypatch):
+    real = packed.critical_lr
+
+    def failing(config, loss_fn, params):
+        if config.catapult_delta == 0.5:
+            raise RuntimeError("no catapult here")
+        return real(config, loss_fn, params)
+
+    monkeypatch.setattr(packed, "critical_lr", failing)
+    good = _config(eta_trgt=1, num_steps=4, eta_init="catapult")
+    bad = _config(eta_trgt=1, num_steps=4, eta_init="catapult", catapult_delta=0.5)
+    results = run_pack([good, bad])
+    assert results[0].status == "completed" and results[0].summary["eta_c"] > 0
+    assert results[1].status == "error" and "no catapult here" in results[1].summary["error"]
+    assert results[1].steps["step"] == []
+
+
+def test_packs_refuse_trials_that_differ_in_shared_fields():
+    with pytest.raises(ValueError, match=r"configs\[1\]: differs from configs\[0\] in batch_size"):
+        check_packable([_config(), _config(batch_size=16)])
+    check_packable([_config(), _config(eta_trgt=3, init_seed=4, optimizer={"name": "adam"})])
+
+
+def test_batched_and_vmap_forwards_agree():
+    config = _config()
+    problem = Problem(config)
+    models = [problem.build_model(seed) for seed in range(3)]
+    stacked = {
+        name: torch.stack([dict(m.named_parameters())[name].detach() for m in models])
+        for name, _ in models[0].named_parameters()
+    }
+    x = problem.x_train[:10]
+    batched = packed_forward(models[0], "batched")(stacked, x)
+    mapped = packed_forward(models[0], "vmap")(stacked, x)
+    assert batched.shape == (3, 10, problem.num_classes)
+    torch.testing.assert_close(batched, mapped)
+    torch.testing.assert_close(batched[2], models[2](x))
+
+
+@pytest.mark.slow
+def test_a_cnn_pack_through_vmap_matches_unpacked():
+    base = {
+        **BASE,
+        "model": {"name": "myrtle", "depth": 5, "width": 4},
+        "dataset": {"name": "digits", "train_size": 64, "test_size": 32, "as_image": True},
+        "num_steps": 4,
+        "sharpness_every": 2,
+    }
+    configs = [TrialConfig.model_validate({**base, "eta_trgt": e}) for e in (1, 2)]
+    for got, want in zip(run_pack(configs), [run_trial(c) for c in configs], strict=True):
+        assert got.status == want.status
+        assert got.steps["train_loss"] == pytest.approx(want.steps["train_loss"], rel=1e-9)
+        sharp = [s for s in got.steps["sharpness"] if s is not None]
+        assert sharp == pytest.approx(
+            [s for s in want.steps["sharpness"] if s is not None], rel=1e-2
+        )
