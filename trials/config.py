@@ -167,6 +167,7 @@ class TrialConfig(BaseModel):
     sharpness_max_iter: int = Field(default=100, gt=1)
     eval_every: int = Field(default=0, ge=0)
     measure_eta_c: bool = False
+    checkpoint_every: int = Field(default=0, ge=0)  # 0: never (Ray Tune checkpoints)
     catapult_delta: float = Field(default=0.1, gt=0)
 
     divergence_factor: float = Field(default=1000.0, gt=1)
@@ -225,7 +226,9 @@ class TrialConfig(BaseModel):
 
     def trial_id(self) -> str:
         """Stable id of this resolved config: equal configs, equal ids, on any machine."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        # Checkpoint frequency cannot change results, so it is not part of the identity.
+        fields = self.model_dump(mode="json", exclude={"checkpoint_every"})
+        canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     def flat(self) -> dict[str, Any]:
@@ -242,7 +245,7 @@ class TrialConfig(BaseModel):
                 out[key] = value
         out["warmup_shape"] = self.resolved_warmup_shape
         out["schedule"] = out.pop("decay")
-        for derived in ("eta_trgt", "eta_init", "eta_trgt_relative_to"):
+        for derived in ("eta_trgt", "eta_init", "eta_trgt_relative_to", "checkpoint_every"):
             out.pop(derived)
         return out
 

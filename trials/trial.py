@@ -56,6 +56,7 @@ EVAL_CHUNK = 4096  # examples per forward pass when evaluating a whole split
 DEFAULT_MEASUREMENT_BATCH = 2048
 
 Reporter = Callable[[dict[str, Any]], None]
+Checkpointer = Callable[[dict[str, Any]], None]
 
 
 def package_version() -> str:
@@ -319,29 +320,44 @@ def _train(
     steps: dict[str, list],
     report: Reporter | None,
     report_every: int,
+    checkpoint: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The training loop; fills `steps` in place and returns summary fields."""
+    """The training loop; fills `steps` in place and returns summary fields.
+
+    Every `config.checkpoint_every` updates it hands `checkpoint` the whole
+    training state; given such a state as `resume`, it continues from there and
+    produces the same values as an uninterrupted run.
+    """
     model = problem.build_model(config.init_seed)
     params = _leaf_params(model)
     x_m, y_m = problem.measurement_batch()
     measure_loss = problem.loss_fn(model, x_m, y_m)
     lanczos_gen = torch.Generator(problem.device).manual_seed(config.init_seed)
     sharp_opts = dict(tol=config.sharpness_tol, max_iter=config.sharpness_max_iter)
-
-    top = curvature.sharpness(
-        measure_loss, params, generator=lanczos_gen, return_info=True, **sharp_opts
-    )
-    lambda0, v_top = top.top, top.eigenvectors[:, 0]
-    out: dict[str, Any] = {"lambda0": lambda0, "eta_c": None}
-    if config.eta_init == "catapult" or config.measure_eta_c:
-        out["eta_c"] = critical_lr(config, measure_loss, params)
-
-    eta_trgt, eta_init, schedule = resolve_schedule(config, lambda0, out["eta_c"])
-    out.update(eta_trgt=eta_trgt, eta_init=eta_init)
     optimizer = make_optimizer(config, model)
-    v_pre = None
-    loss0 = None
-    for t in range(1, config.num_steps + 1):
+
+    if resume is None:
+        top = curvature.sharpness(
+            measure_loss, params, generator=lanczos_gen, return_info=True, **sharp_opts
+        )
+        lambda0, v_top, v_pre, loss0, first = top.top, top.eigenvectors[:, 0], None, None, 1
+        out: dict[str, Any] = {"lambda0": lambda0, "eta_c": None}
+        if config.eta_init == "catapult" or config.measure_eta_c:
+            out["eta_c"] = critical_lr(config, measure_loss, params)
+    else:
+        with torch.no_grad():
+            for name, value in resume["params"].items():
+                params[name].copy_(value)
+        optimizer.load_state_dict(resume["optimizer"])
+        lanczos_gen.set_state(resume["lanczos_generator"])
+        out, v_top, v_pre, loss0 = resume["out"], resume["v_top"], resume["v_pre"], resume["loss0"]
+        steps.update({k: list(v) for k, v in resume["steps"].items()})
+        first = resume["step"] + 1
+
+    eta_trgt, eta_init, schedule = resolve_schedule(config, out["lambda0"], out["eta_c"])
+    out.update(eta_trgt=eta_trgt, eta_init=eta_init)
+    for t in range(first, config.num_steps + 1):
         idx = problem.batch(t)
         lr = float(schedule(t))
         logits = functional_call(model, params, (problem.x_train[idx],))
@@ -384,6 +400,20 @@ def _train(
         _append(steps, row)
         if report is not None and (t % report_every == 0):
             report({"step": t, "train_loss": loss_value, "lr": lr})
+        if checkpoint is not None and config.checkpoint_every and t % config.checkpoint_every == 0:
+            checkpoint(
+                {
+                    "step": t,
+                    "params": {k: v.detach().clone() for k, v in params.items()},
+                    "optimizer": optimizer.state_dict(),
+                    "lanczos_generator": lanczos_gen.get_state(),
+                    "out": dict(out),
+                    "v_top": v_top,
+                    "v_pre": v_pre,
+                    "loss0": loss0,
+                    "steps": {k: list(v) for k, v in steps.items()},
+                }
+            )
 
     final_loss, final_acc = problem.evaluate(model, params, "train")
     out.update(final_status(config, problem, final_loss, final_acc, loss0))
@@ -412,12 +442,18 @@ def run_trial(
     report_every: int = 25,
     node: str | None = None,
     problem: Problem | None = None,
+    checkpoint: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> TrialResult:
     """Run one trial; write its Parquet files under `results/sweep` when `results` is given.
 
+    `checkpoint` receives the training state every `config.checkpoint_every`
+    updates; `resume` (such a state) continues the trial from it.
+
     Never raises for a failure inside the trial: the result's status says how it
     ended. A failure to write its files makes it `error` (summary only); it raises
-    only when even that summary cannot be written. `report` receives progress every `report_every` steps (e.g. Ray Tune).
+    only when even that summary cannot be written. `report` receives progress every
+    `report_every` steps (e.g. Ray Tune).
     """
     from results.store import write_trial
 
@@ -426,7 +462,7 @@ def run_trial(
     summary = trial_summary(config, sweep, node)
     try:
         problem = problem or Problem(config)
-        summary.update(_train(config, problem, steps, report, report_every))
+        summary.update(_train(config, problem, steps, report, report_every, checkpoint, resume))
     except Exception as exc:  # a failing trial must never take the sweep down
         summary.update(status="error", error=f"{type(exc).__name__}: {exc}")
     summary["wall_time_s"] = time.perf_counter() - start

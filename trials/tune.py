@@ -11,10 +11,13 @@ record.
 from __future__ import annotations
 
 import math
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 from ray import tune
+from ray.tune import Checkpoint
 
 from trials.config import TrialConfig, apply_overrides
 from trials.trial import run_trial
@@ -61,10 +64,33 @@ def trainable(
         report=_progress,
         report_every=report_every,
         node=node,
+        checkpoint=_save_checkpoint,
+        resume=_restored_state(),
     )
     final = _final_metrics(result.summary)
     # ASHA's metric is the progress reports' train_loss: the final report must carry it too.
     tune.report({"step": trial_config.num_steps, "train_loss": final["final_train_loss"], **final})
+
+
+CHECKPOINT_FILE = "trial_state.pt"
+
+
+def _save_checkpoint(state: dict[str, Any]) -> None:
+    """Hand the training state to Ray Tune, which persists it in the run's storage."""
+    with tempfile.TemporaryDirectory() as tmp:
+        torch.save(state, Path(tmp) / CHECKPOINT_FILE)
+        pending = {k: math.nan for k in FINAL_METRICS if k not in ("status", "trial_id")}
+        tune.report({**pending, "step": state["step"]}, checkpoint=Checkpoint.from_directory(tmp))
+
+
+def _restored_state() -> dict[str, Any] | None:
+    """The state of the trial's last checkpoint when Tune restarts it after a failure."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as tmp:
+        # weights_only: tensors and plain containers only, never arbitrary objects.
+        return torch.load(Path(tmp) / CHECKPOINT_FILE, weights_only=True)
 
 
 def _progress(metrics: dict[str, Any]) -> None:

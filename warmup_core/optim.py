@@ -34,6 +34,10 @@ def optimizer_family(name: str) -> str:
     return "adam" if name in ADAM_FAMILY else "sgd"
 
 
+def _clone_state(state: Mapping[str, Mapping[str, torch.Tensor]]) -> dict:
+    return {name: {k: v.clone() for k, v in tensors.items()} for name, tensors in state.items()}
+
+
 def _lr_for(lr: float | torch.Tensor, param: torch.Tensor, mult: float) -> float | torch.Tensor:
     """The learning rate broadcast against `param` (member axis first when packed)."""
     if isinstance(lr, torch.Tensor) and lr.ndim > 0:
@@ -63,12 +67,13 @@ class Optimizer:
         raise NotImplementedError
 
     def state_dict(self) -> dict:
-        """State for checkpoints: step count and per-parameter tensors."""
-        return {"t": self.t, "state": {k: dict(v) for k, v in self.state.items()}}
+        """A copy of the state for checkpoints: step count and per-parameter tensors."""
+        return {"t": self.t, "state": _clone_state(self.state)}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore a state made by `state_dict` (copied, so the source stays untouched)."""
         self.t = state["t"]
-        self.state = {k: dict(v) for k, v in state["state"].items()}
+        self.state = _clone_state(state["state"])
 
 
 class SGD(Optimizer):
