@@ -124,13 +124,14 @@ def write_trial(
     results: str | os.PathLike,
     sweep: str,
     summary: Mapping[str, Any],
-    steps: Mapping[str, Sequence] | pd.DataFrame | pa.Table,
+    steps: Mapping[str, Sequence] | pd.DataFrame | pa.Table | None,
 ) -> None:
     """Write a trial's steps file, then its one-row summary file, each atomically.
 
     `summary` holds the core columns (`results.schema.TRIAL_SCHEMA`; missing ones are
     null) plus any flat extra config columns. A rerun of the same `trial_id` replaces
-    both files. Raises ValueError naming the field for a bad name, status or value.
+    both files; `steps=None` writes (replaces) the summary only. Raises ValueError
+    naming the field for a bad name, status or value.
     """
     validate_name("sweep", sweep)
     trial_id = validate_name("trial_id", summary.get("trial_id"))
@@ -141,10 +142,11 @@ def write_trial(
     trials_dir = _join(fs, base, TRIALS_DIR)
     file_name = f"{trial_id}.parquet"
     # Build both tables before writing anything, so bad input writes nothing.
-    step_rows = steps_table(steps, trial_id)
+    step_rows = None if steps is None else steps_table(steps, trial_id)
     known = _known_trial_types(fs, trials_dir, skip=file_name)
     row = trial_table({**summary, "sweep": sweep}, known_types=known)
-    _write_parquet(fs, _join(fs, base, STEPS_DIR, file_name), step_rows)
+    if step_rows is not None:
+        _write_parquet(fs, _join(fs, base, STEPS_DIR, file_name), step_rows)
     _write_parquet(fs, _join(fs, trials_dir, file_name), row)
 
 

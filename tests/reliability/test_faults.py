@@ -1,0 +1,109 @@
+"""Process faults on a real embedded Ray: a trial's worker or the whole driver is
+SIGKILLed mid-sweep. Each sweep runs as a `warmup-sweep run` subprocess (own Ray, own
+session) so the test can find and kill exactly its processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from sweeps.spec import expand, parse_spec
+from tests.reliability.conftest import tiny_spec, wait_for
+
+pytestmark = pytest.mark.slow
+
+TRAINABLE_TITLE = "ray::ImplicitFunc.train"  # a function trainable's actor, while it trains
+TIMING_COLUMNS = ["wall_time_s", "node", "device"]
+
+
+def long_spec(name: str, steps: int, **top) -> dict:
+    """Tiny trials made to run a few seconds each (about 1-2 ms a step on one core)."""
+    data = tiny_spec(name=name, pack_size=1, **top)
+    data["base"]["num_steps"] = steps
+    return data
+
+
+def summaries(sweep: Path) -> dict[str, tuple[int, int]]:
+    """{trial_id: (inode, mtime_ns)} of the summary files: a rewrite changes both."""
+    return {
+        p.stem: (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in (sweep / "trials").glob("*.parquet")
+    }
+
+
+def test_killed_worker_is_retried_and_every_trial_has_one_row(cli, write_spec) -> None:
+    data = long_spec("worker-kill", 3000, failure={"retries": 2}, grid={"eta_trgt": [0.05, 0.1]})
+    run = cli("run", str(write_spec(data)), "--results", "results", "--num-cpus", "2")
+
+    def training_worker() -> int | None:
+        return next((pid for pid, t in run.children().items() if t == TRAINABLE_TITLE), None)
+
+    victim = wait_for(training_worker, run)
+    time.sleep(1.0)  # mid-run: it has loaded its data and is taking steps
+    os.kill(victim, signal.SIGKILL)
+    code, out, err = run.wait()
+
+    assert code == 0, err[-3000:]
+    assert "completed 2" in out
+    sweep = run.cwd / "results" / "worker-kill"
+    planned = {p.trial_id for p in expand(parse_spec(data))}
+    trials = pd.read_parquet(sweep / "trials")
+    assert sorted(trials["trial_id"]) == sorted(planned)  # each exactly once
+    assert set(trials["status"]) == {"completed"}
+    # Tune saw the death and ran that trial again, to the end.
+    failed = [d for d in (sweep / "tune").iterdir() if (d / "error.txt").exists()]
+    assert len(failed) == 1, failed
+    error = (failed[0] / "error.txt").read_text()
+    assert "actor died unexpectedly" in error and f"pid: {victim}" in error
+    last = json.loads((failed[0] / "result.json").read_text().strip().splitlines()[-1])
+    assert last["status"] == "completed"
+
+
+def test_killed_driver_resumes_without_rerunning_or_duplicating(cli, write_spec, tmp_path):
+    data = long_spec(
+        "driver-kill", 1000, max_concurrent=1, grid={"eta_trgt": [0.05, 0.1, 0.15, 0.2]}
+    )
+    spec = str(write_spec(data))
+    planned = sorted(p.trial_id for p in expand(parse_spec(data)))
+
+    # The reference: the same spec, uninterrupted.
+    code, _, err = cli("run", spec, "--results", "reference", "--num-cpus", "2").wait()
+    assert code == 0, err[-3000:]
+    reference = tmp_path / "reference" / "driver-kill"
+
+    sweep = tmp_path / "results" / "driver-kill"
+    run = cli("run", spec, "--results", "results", "--num-cpus", "2")
+    wait_for(lambda: len(summaries(sweep)) >= 1, run)
+    run.kill()  # SIGKILL the driver, its process group and the Ray processes it started
+    finished = summaries(sweep)  # what had ended before the kill
+    assert 1 <= len(finished) < len(planned), "the kill came too late to interrupt the sweep"
+    assert run.alive() == []  # nothing of the killed run is left
+
+    code, out, err = cli("run", spec, "--results", "results", "--resume", "--num-cpus", "2").wait()
+
+    assert code == 0, err[-3000:]
+    todo = len(planned) - len(finished)
+    assert f"{todo} to run, {len(finished)} already ended" in err
+    assert f"skipped {len(finished)} already ended" in out
+    after = summaries(sweep)
+    assert sorted(after) == planned  # none missing
+    for trial_id, stamp in finished.items():
+        assert after[trial_id] == stamp, f"{trial_id} ran again"
+    got = pd.read_parquet(sweep / "trials")
+    assert sorted(got["trial_id"]) == planned  # none duplicated
+    want = pd.read_parquet(reference / "trials")
+    pd.testing.assert_frame_equal(
+        got.drop(columns=TIMING_COLUMNS).sort_values("trial_id").reset_index(drop=True),
+        want.drop(columns=TIMING_COLUMNS).sort_values("trial_id").reset_index(drop=True),
+    )
+    got_steps = pd.read_parquet(sweep / "steps").sort_values(["trial_id", "step"])
+    want_steps = pd.read_parquet(reference / "steps").sort_values(["trial_id", "step"])
+    pd.testing.assert_frame_equal(
+        got_steps.reset_index(drop=True), want_steps.reset_index(drop=True)
+    )
