@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 
 from sweeps.spec import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
+from trials.trial import run_trial
 
 pytestmark = pytest.mark.slow
 
@@ -107,3 +109,40 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(cli, write_spec,
     pd.testing.assert_frame_equal(
         got_steps.reset_index(drop=True), want_steps.reset_index(drop=True)
     )
+
+
+def test_killed_trial_resumes_from_its_tune_checkpoint_with_the_same_values(cli, write_spec):
+    data = long_spec("checkpoint-kill", 2000, failure={"retries": 1}, grid={"eta_trgt": [0.1]})
+    data["base"]["checkpoint_every"] = 200
+    data["base"]["batch_size"] = 32  # minibatches: the data order has to resume too
+    run = cli("run", str(write_spec(data)), "--results", "results", "--num-cpus", "2")
+    sweep = run.cwd / "results" / "checkpoint-kill"
+
+    def checkpointed_worker() -> int | None:
+        has_checkpoint = any((sweep / "tune").glob("*/checkpoint_*/trial_state.pt"))
+        worker = next((pid for pid, t in run.children().items() if t == TRAINABLE_TITLE), None)
+        return worker if has_checkpoint else None
+
+    victim = wait_for(checkpointed_worker, run)
+    os.kill(victim, signal.SIGKILL)
+    code, _, err = run.wait()
+    assert code == 0, err[-3000:]
+
+    trial_dir = next(d for d in (sweep / "tune").iterdir() if (d / "error.txt").exists())
+    results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    # The restarted worker (another pid) continues after the checkpoint, not from step 1.
+    first_after_restart = next(r for r in results if r["pid"] != victim)
+    assert first_after_restart["step"] > data["base"]["checkpoint_every"]
+
+    (planned,) = expand(parse_spec(data))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in the Ray worker (resources.cpu = 1): same float sums
+    try:
+        reference = run_trial(planned.config)
+    finally:
+        torch.set_num_threads(threads)
+    steps = pd.read_parquet(sweep / "steps").sort_values("step").reset_index(drop=True)
+    assert steps["step"].tolist() == reference.steps["step"]
+    assert steps["train_loss"].tolist() == reference.steps["train_loss"]
+    summary = pd.read_parquet(sweep / "trials").iloc[0]
+    assert summary["final_test_loss"] == reference.summary["final_test_loss"]

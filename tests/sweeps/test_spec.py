@@ -1,0 +1,229 @@
+"""Tests for sweeps.spec: bundled specs, grid expansion, and refusal of malformed specs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeps.spec import (
+    SpecError,
+    bundled_specs,
+    expand,
+    load_spec,
+    parse_spec,
+    resolved_yaml,
+)
+from tests.sweeps.conftest import tiny_spec
+from trials.config import TrialConfig
+
+# ---------------------------------------------------------------------------
+# Bundled specs
+# ---------------------------------------------------------------------------
+
+
+def test_bundled_specs_include_quickstart_and_all_load() -> None:
+    specs = bundled_specs()
+    assert "quickstart" in specs
+    for name, path in specs.items():
+        spec, text = load_spec(path)
+        assert spec.name == name  # the listed name is the name results are stored under
+        assert text == path.read_text()
+        assert expand(spec)
+
+
+def test_quickstart_loads_by_name_and_expands_to_its_grid() -> None:
+    spec, _ = load_spec("quickstart")
+    planned = expand(spec)
+    # 6 relative etas x 3 warmups x 2 parameterizations x 1 seed
+    assert len(planned) == 6 * 3 * 2
+    assert len({p.trial_id for p in planned}) == len(planned)
+    first = planned[0].config
+    assert first.eta_trgt_relative_to == "lambda0"
+    assert first.model.width == 128 and first.dataset.name == "digits"
+    assert {p.config.parameterization for p in planned} == {"sp", "mup"}
+    assert {p.config.warmup_steps for p in planned} == {1, 16, 64}
+
+
+def test_unknown_spec_name_lists_the_bundled_ones(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="quickstart") as info:
+        load_spec(str(tmp_path / "nope.yaml"))
+    assert "nope.yaml" in str(info.value)
+
+
+def test_a_directory_is_not_a_spec(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="directory"):
+        load_spec(tmp_path)
+
+
+# ---------------------------------------------------------------------------
+# Expansion
+# ---------------------------------------------------------------------------
+
+
+def test_grid_is_the_cartesian_product_in_a_stable_order() -> None:
+    spec = parse_spec(tiny_spec())
+    planned = expand(spec)
+    assert [(p.config.eta_trgt, p.config.warmup_steps) for p in planned] == [
+        (0.05, 1),
+        (0.05, 4),
+        (0.1, 1),
+        (0.1, 4),
+    ]
+    assert [p.trial_id for p in expand(parse_spec(tiny_spec()))] == [p.trial_id for p in planned]
+    for p in planned:  # everything not swept comes from base
+        assert p.config.model.width == 16 and p.config.num_steps == 20
+
+
+def test_dotted_axes_set_nested_fields() -> None:
+    spec = parse_spec(tiny_spec(grid={"model.width": [16, 32], "optimizer.name": ["sgd", "adam"]}))
+    planned = expand(spec)
+    assert len(planned) == 4
+    combos = {(p.config.model.width, p.config.optimizer.name) for p in planned}
+    assert combos == {(16, "sgd"), (16, "adam"), (32, "sgd"), (32, "adam")}
+    assert all(p.config.model.depth == 2 for p in planned)  # siblings of the swept key kept
+    assert planned[0].overrides["model.width"] == 16
+
+
+def test_relative_eta_axis_marks_trials_relative_to_lambda0() -> None:
+    spec = parse_spec(tiny_spec(grid={"eta_trgt": {"relative_to": "lambda0", "values": [1, 4]}}))
+    planned = expand(spec)
+    assert [p.config.eta_trgt for p in planned] == [1.0, 4.0]
+    assert all(p.config.eta_trgt_relative_to == "lambda0" for p in planned)
+
+
+def test_seeds_set_both_init_seed_and_data_seed() -> None:
+    planned = expand(parse_spec(tiny_spec(grid={"eta_trgt": [0.1]}, seeds=[0, 3, 7])))
+    assert [(p.config.init_seed, p.config.data_seed) for p in planned] == [(0, 0), (3, 3), (7, 7)]
+
+
+def test_a_separate_seed_axis_is_allowed_with_one_seed() -> None:
+    planned = expand(parse_spec(tiny_spec(grid={"init_seed": [0, 1, 2]}, seeds=[5])))
+    assert [(p.config.init_seed, p.config.data_seed) for p in planned] == [(0, 5), (1, 5), (2, 5)]
+
+
+def test_equal_values_spelled_twice_make_one_trial() -> None:
+    planned = expand(parse_spec(tiny_spec(grid={"eta_trgt": [1, 1.0, 2]})))
+    assert [p.config.eta_trgt for p in planned] == [1.0, 2.0]
+
+
+def test_resolved_yaml_parses_back_to_the_same_trials() -> None:
+    # `status` and `analyze` re-read the spec.yaml written next to the results.
+    for data in (
+        tiny_spec(grid={"eta_trgt": {"relative_to": "lambda0", "values": [1, 2]}}),
+        tiny_spec(
+            grid={"eta_trgt": {"low": 0.01, "high": 1.0, "log": True}},
+            search={"kind": "optuna", "num_samples": 3},
+        ),
+        tiny_spec(),
+    ):
+        spec = parse_spec(data)
+        again = parse_spec(yaml.safe_load(resolved_yaml(spec)))
+        assert again == spec
+        assert [p.trial_id for p in expand(again)] == [p.trial_id for p in expand(spec)]
+
+
+# ---------------------------------------------------------------------------
+# Malformed specs: SpecError naming the dotted path
+# ---------------------------------------------------------------------------
+
+
+def _base(**changes):
+    spec = tiny_spec()
+    spec["base"].update(changes)
+    return spec
+
+
+MALFORMED = {
+    "unknown top-level key": (tiny_spec(gird={"eta_trgt": [1]}), "gird"),
+    "unknown base key": (_base(lerning_rate=0.1), "base.lerning_rate"),
+    "unknown nested base key": (_base(model={"name": "fcn", "widht": 16}), "base.model.widht"),
+    "invalid base value": (_base(num_steps=0), "base.num_steps"),
+    "unknown model in base": (_base(model={"name": "resnet"}), "model.name"),
+    "zero width on an axis": (tiny_spec(grid={"model.width": [16, 0]}), "model.width"),
+    "empty axis": (tiny_spec(grid={"eta_trgt": [0.1], "warmup_steps": []}), "warmup_steps"),
+    "wrong type on an axis": (tiny_spec(grid={"warmup_steps": [1, "four"]}), "warmup_steps"),
+    "axis that is not a field": (tiny_spec(grid={"model.colour": ["red"]}), "colour"),
+    "axis not a list": (tiny_spec(grid={"warmup_steps": 4}), "grid.warmup_steps"),
+    "wrong type of seeds": (tiny_spec(seeds="zero"), "seeds"),
+    "negative seed": (tiny_spec(seeds=[-1]), "seeds"),
+    "duplicate seeds": (tiny_spec(seeds=[1, 1]), "seeds"),
+    "range axis with grid search": (
+        tiny_spec(grid={"eta_trgt": {"low": 0.01, "high": 1.0}}),
+        "grid.eta_trgt",
+    ),
+    "relative axis other than eta_trgt": (
+        tiny_spec(grid={"warmup_steps": {"relative_to": "lambda0", "values": [1]}}),
+        "grid.warmup_steps",
+    ),
+    "relative to something else": (
+        tiny_spec(grid={"eta_trgt": {"relative_to": "lambda1", "values": [1]}}),
+        "grid.eta_trgt",
+    ),
+    "boundary search without eta axis": (
+        tiny_spec(grid={"warmup_steps": [1, 4]}, search={"kind": "boundary"}),
+        "grid.eta_trgt",
+    ),
+    "unknown search kind": (tiny_spec(search={"kind": "random"}), "search.kind"),
+    "zero cpus": (tiny_spec(resources={"cpu": 0}), "resources.cpu"),
+    "zero pack_size": (tiny_spec(pack_size=0), "pack_size"),
+    "pack_size neither a number nor auto": (tiny_spec(pack_size="many"), "pack_size"),
+    "sweep name escaping the results dir": (tiny_spec(name="../evil"), "name"),
+    "sweep name with a slash": (tiny_spec(name="a/b"), "name"),
+    "eta_init above eta_trgt on the grid": (
+        tiny_spec(grid={"eta_trgt": [0.01, 1.0]}, base={**tiny_spec()["base"], "eta_init": 0.1}),
+        "eta_init",
+    ),
+}
+
+
+@pytest.mark.parametrize(("data", "path"), MALFORMED.values(), ids=list(MALFORMED))
+def test_malformed_spec_raises_spec_error_naming_the_field(data: dict, path: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, "my-spec.yaml")
+    message = str(info.value)
+    assert message.startswith("my-spec.yaml: ")
+    assert path in message
+    assert "\n" not in message  # one line for the CLI
+
+
+def test_grid_error_names_the_offending_value() -> None:
+    with pytest.raises(SpecError, match=r"model\.width=0") as info:
+        parse_spec(tiny_spec(grid={"model.width": [16, 0]}))
+    assert "greater than 0" in str(info.value)
+
+
+@pytest.mark.parametrize("document", ["[1, 2, 3]", "just a string", ""])
+def test_a_spec_must_be_a_mapping(tmp_path: Path, document: str) -> None:
+    path = tmp_path / "list.yaml"
+    path.write_text(document)
+    with pytest.raises(SpecError, match="mapping"):
+        load_spec(path)
+
+
+def test_invalid_yaml_is_a_spec_error_naming_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nbase: {model: [\n")
+    with pytest.raises(SpecError, match=r"broken\.yaml: not valid YAML") as info:
+        load_spec(path)
+    assert "\n" not in str(info.value)
+
+
+def test_yaml_cannot_run_code(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.yaml"
+    path.write_text(
+        f"name: !!python/object/apply:os.system ['touch {marker}']\n"
+        "base: {}\n"
+        "grid: {eta_trgt: [0.1]}\n"
+    )
+    with pytest.raises(SpecError, match=r"evil\.yaml"):
+        load_spec(path)
+    assert not marker.exists()
+
+
+def test_every_expanded_trial_is_a_valid_trial_config() -> None:
+    spec = parse_spec(tiny_spec(grid={"eta_trgt": [0.05, 0.1], "model.depth": [2, 3]}))
+    for planned in expand(spec):
+        assert TrialConfig.model_validate(planned.config.model_dump()) == planned.config

@@ -1,0 +1,159 @@
+"""Tests for trials.config: validation where a config enters, stable trial ids, overrides."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from trials.config import TrialConfig, apply_overrides
+
+TINY = {
+    "model": {"name": "fcn", "width": 16, "depth": 2},
+    "dataset": {"name": "digits", "train_size": 128, "test_size": 64},
+    "num_steps": 20,
+    "eta_trgt": 0.1,
+}
+
+
+def with_(**changes) -> dict:
+    """TINY with top-level keys replaced (nested sections are replaced whole)."""
+    return {**TINY, **changes}
+
+
+# ---------------------------------------------------------------------------
+# trial_id
+# ---------------------------------------------------------------------------
+
+
+def test_trial_id_is_stable_for_equal_configs() -> None:
+    a = TrialConfig.model_validate(TINY)
+    b = TrialConfig.model_validate(dict(reversed(list(TINY.items()))))  # key order irrelevant
+    assert a.trial_id() == b.trial_id()
+    assert len(a.trial_id()) == 16
+
+
+def test_trial_id_ignores_spelling_of_equal_values() -> None:
+    ints = TrialConfig.model_validate(with_(eta_trgt=1, eta_init=0))
+    floats = TrialConfig.model_validate(with_(eta_trgt=1.0, eta_init=0.0))
+    assert ints.trial_id() == floats.trial_id()
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"eta_trgt": 0.2},
+        {"warmup_steps": 4},
+        {"init_seed": 1},
+        {"data_seed": 1},
+        {"parameterization": "mup"},
+        {"model": {"name": "fcn", "width": 32, "depth": 2}},
+        {"dataset": {"name": "digits", "train_size": 129, "test_size": 64}},
+        {"optimizer": {"name": "sgd", "momentum": 0.9}},
+        {"eta_trgt_relative_to": "lambda0"},
+        {"eta_init": "catapult"},
+        {"num_steps": 21},
+    ],
+    ids=lambda c: next(iter(c)),
+)
+def test_trial_id_changes_with_any_field(change: dict) -> None:
+    base = TrialConfig.model_validate(TINY)
+    assert TrialConfig.model_validate(with_(**change)).trial_id() != base.trial_id()
+
+
+# ---------------------------------------------------------------------------
+# Validation: each refusal names the field
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "field"),
+    [
+        (with_(bogus=1), "bogus"),
+        (with_(model={"name": "fcn", "widht": 16}), "widht"),
+        (with_(num_steps="many"), "num_steps"),
+        (with_(num_steps=2.5), "num_steps"),
+        (with_(eta_trgt="fast"), "eta_trgt"),
+        (with_(loss="hinge"), "loss"),
+        (with_(model={"name": "resnet"}), "model.name"),
+        (with_(dataset={"name": "mnist"}), "dataset.name"),
+        (with_(optimizer={"name": "lion"}), "optimizer.name"),
+        (with_(parameterization="xyz"), "parameterization"),
+        (with_(decay="exponential"), "decay"),
+        (with_(model={"name": "fcn", "widen": 2}), "model.widen"),
+        (with_(optimizer={"name": "sgd", "beta1": 0.9}), "optimizer.beta1"),
+        (with_(dataset={"name": "digits", "dim": 8}), "dataset.dim"),
+        (with_(model={"name": "fcn", "width": 0}), "width"),
+        (with_(model={"name": "fcn", "depth": -1}), "depth"),
+        (with_(eta_trgt=0), "eta_trgt"),
+        (with_(eta_trgt=-0.1), "eta_trgt"),
+        (with_(num_steps=0), "num_steps"),
+        (with_(warmup_steps=0), "warmup_steps"),
+        (with_(batch_size=0), "batch_size"),
+        (with_(dataset={"name": "digits", "train_size": 0}), "train_size"),
+        (with_(eta_init=-1.0), "eta_init"),
+        (with_(eta_init="fast"), "eta_init"),
+        (with_(eta_init=0.5, eta_trgt=0.1), "eta_init"),
+        (with_(model={"name": "transformer"}), "model.name"),
+        (with_(dataset={"name": "text"}), "model.name"),
+        (with_(device="tpu"), "device"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_invalid_config_is_refused_naming_the_field(config: dict, field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        TrialConfig.model_validate(config)
+    assert field in str(info.value)
+
+
+def test_eta_init_above_relative_eta_trgt_is_left_to_the_trial() -> None:
+    # A relative eta_trgt is only known after lambda0 is measured, so no comparison here.
+    config = TrialConfig.model_validate(
+        with_(eta_init=0.5, eta_trgt=0.1, eta_trgt_relative_to="lambda0")
+    )
+    assert config.eta_init == 0.5
+
+
+def test_text_dataset_needs_cross_entropy() -> None:
+    text = {"model": {"name": "transformer", "width": 16, "depth": 1, "heads": 2}}
+    with pytest.raises(ValidationError, match="loss"):
+        TrialConfig.model_validate({**text, "dataset": {"name": "text"}, "loss": "mse"})
+    TrialConfig.model_validate({**text, "dataset": {"name": "text"}, "loss": "xent"})
+
+
+def test_config_is_immutable() -> None:
+    config = TrialConfig.model_validate(TINY)
+    with pytest.raises(ValidationError):
+        config.eta_trgt = 1.0  # type: ignore[misc]
+
+
+# ---------------------------------------------------------------------------
+# Flat columns and overrides
+# ---------------------------------------------------------------------------
+
+
+def test_flat_has_one_column_per_field() -> None:
+    flat = TrialConfig.model_validate(with_(optimizer={"name": "adam", "beta1": 0.8})).flat()
+    assert flat["model"] == "fcn"
+    assert flat["model_width"] == 16
+    assert flat["dataset"] == "digits"
+    assert flat["dataset_train_size"] == 128
+    assert flat["optimizer"] == "adam"
+    assert flat["optimizer_beta1"] == 0.8
+    assert flat["schedule"] == "constant"
+    assert flat["warmup_shape"] == "linear"
+    assert not any(isinstance(v, dict) for v in flat.values())
+    # Learning rates are resolved (absolute) by the trial, not copied from the config.
+    assert "eta_trgt" not in flat and "eta_init" not in flat
+
+
+def test_apply_overrides_sets_dotted_keys_without_touching_the_base() -> None:
+    out = apply_overrides(TINY, {"model.width": 32, "optimizer.name": "adam", "eta_trgt": 1.0})
+    assert out["model"] == {"name": "fcn", "width": 32, "depth": 2}
+    assert out["optimizer"] == {"name": "adam"}
+    assert out["eta_trgt"] == 1.0
+    assert TINY["model"]["width"] == 16 and "optimizer" not in TINY
+
+
+def test_apply_overrides_refuses_a_dotted_key_through_a_value() -> None:
+    with pytest.raises(ValueError, match=r"loss\.name"):
+        apply_overrides(TINY | {"loss": "mse"}, {"loss.name": "xent"})
