@@ -97,6 +97,8 @@ def _run(args: argparse.Namespace) -> int:
     outcome = run_sweep(spec, args.results, address=args.address, num_cpus=args.num_cpus)
     counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.counts.items()))
     print(f"sweep {spec.name}: {counts or 'no trials'}; skipped {outcome.skipped} already ended")
+    if outcome.stopped_early:
+        print(f"{outcome.stopped_early} trials stopped early by ASHA (no files written)")
     if outcome.missing:
         print(f"{len(outcome.missing)} trials wrote no summary (see the Ray Tune logs)")
     print(f"results: {os.path.join(args.results, spec.name)}")

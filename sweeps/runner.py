@@ -41,6 +41,7 @@ class SweepOutcome:
     skipped: int
     counts: Counter = field(default_factory=Counter)
     missing: list[str] = field(default_factory=list)
+    stopped_early: int = 0  # trials an ASHA scheduler stopped (they write no files)
 
     @property
     def exit_code(self) -> int:
@@ -283,9 +284,16 @@ def _run_optuna(
     stream.write(f"sweep {spec.name}: optuna, {search.num_samples} samples\n")
     grid = _tuner(spec, results, space, search.num_samples, stream, tune_config).fit()
     # Tune overwrites a reported `trial_id` with its own: recompute ours from the config.
-    ids = [make_trial(spec, dict(r.config)).trial_id for r in grid if r.config is not None]
+    ended = completed_trial_ids(results, spec.name)
+    ids, stopped = [], 0
+    for r in grid:
+        trial_id = make_trial(spec, dict(r.config)).trial_id if r.config else "<unknown>"
+        if search.asha and r.error is None and trial_id not in ended:
+            stopped += 1  # ASHA ended it early by design: no files, not a failure
+        else:
+            ids.append(trial_id)
     outcome = _outcome(spec, results, ids, 0)
-    outcome.missing += ["<unknown>"] * (len(grid) - len(ids))
+    outcome.stopped_early = stopped
     return outcome
 
 

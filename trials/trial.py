@@ -398,7 +398,9 @@ def _train(
             row["test_loss"], row["test_accuracy"] = problem.evaluate(model, params, "test")
         optimizer.step(params, grads, lr)
         _append(steps, row)
-        if report is not None and (t % report_every == 0):
+        # No progress report at the last update: the final report follows the written files
+        # (a scheduler such as ASHA stops a trial at max_t = num_steps).
+        if report is not None and t % report_every == 0 and t < config.num_steps:
             report({"step": t, "train_loss": loss_value, "lr": lr})
         if checkpoint is not None and config.checkpoint_every and t % config.checkpoint_every == 0:
             checkpoint(

@@ -275,3 +275,20 @@ def test_optuna_search_runs_num_samples_trials(ray_local, tmp_path) -> None:
     assert trials["eta_trgt"].between(0.01, 0.2).all()
     assert set(trials["warmup_steps"]) <= {1, 4}
     assert (trials["init_seed"] == 0).all() and (trials["data_seed"] == 0).all()
+
+
+@pytest.mark.slow
+def test_asha_stopped_trials_are_not_failures(ray_local, tmp_path) -> None:
+    data = tiny_spec(
+        name="asha",
+        grid={"eta_trgt": [0.001, 0.01, 0.05, 0.1], "warmup_steps": [1]},
+        search={"kind": "optuna", "num_samples": 4, "metric": "final_test_loss", "asha": True},
+    )
+    data["base"]["num_steps"] = 150  # several progress reports (every 25 steps) for ASHA's rungs
+    data["max_concurrent"] = 4
+    outcome = run_sweep(parse_spec(data), str(tmp_path), stream=io.StringIO())
+
+    ended = file_ids(tmp_path / "asha")
+    assert outcome.missing == [] and outcome.exit_code == 0
+    assert len(ended) + outcome.stopped_early == 4
+    assert sum(outcome.counts.values()) == len(ended) >= 1
