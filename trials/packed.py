@@ -42,6 +42,7 @@ from trials.trial import (
     resolve_schedule,
     step_row,
     trial_summary,
+    write_results,
 )
 from warmup_core.curvature import batched_lanczos
 from warmup_core.models import FCN, WarmupModel
@@ -445,8 +446,6 @@ def run_pack(
     still running when an exception strikes end as `error`. `forward` picks the
     packed forward pass ('auto': batched products for fcn, vmap otherwise).
     """
-    from results.store import write_trial
-
     check_packable(configs)
     start = time.perf_counter()
     # Members sharing an optimizer config sit next to each other: one optimizer each.
@@ -461,7 +460,7 @@ def run_pack(
         m.summary.update(m.out)
         m.summary["wall_time_s"] = time.perf_counter() - start
         if results is not None:
-            write_trial(results, sweep, m.summary, m.steps)
+            write_results(results, sweep, m.summary, m.steps)
 
     try:
         problem = problem or Problem(configs[0])

@@ -435,6 +435,23 @@ def _append(steps: dict[str, list], row: dict[str, Any]) -> None:
         steps.setdefault(key, []).append(row[key])
 
 
+def write_results(
+    results: str, sweep: str, summary: dict[str, Any], steps: dict[str, list]
+) -> None:
+    """Write a trial's files; a storage error makes it `error` with a summary-only row.
+
+    Writes are atomic, so a failure leaves no partial file. If even the error
+    summary cannot be written, the exception propagates (Tune reports the trial).
+    """
+    from results.store import write_trial
+
+    try:
+        write_trial(results, sweep, summary, steps)
+    except Exception as exc:  # disk full, permissions, a broken bucket, ...
+        summary.update(status="error", error=f"writing results: {type(exc).__name__}: {exc}")
+        write_trial(results, sweep, summary, None)
+
+
 def run_trial(
     config: TrialConfig,
     *,
@@ -457,8 +474,6 @@ def run_trial(
     only when even that summary cannot be written. `report` receives progress every
     `report_every` steps (e.g. Ray Tune).
     """
-    from results.store import write_trial
-
     start = time.perf_counter()
     steps: dict[str, list] = {key: [] for key in STEP_COLUMNS}
     summary = trial_summary(config, sweep, node)
@@ -469,11 +484,5 @@ def run_trial(
         summary.update(status="error", error=f"{type(exc).__name__}: {exc}")
     summary["wall_time_s"] = time.perf_counter() - start
     if results is not None:
-        try:
-            write_trial(results, sweep, summary, steps)
-        except Exception as exc:  # storage (disk full, permissions, ...): no partial file is left
-            # Record why as an `error` summary without steps; if even that cannot be
-            # written, the exception reaches Tune, which reports the trial as failed.
-            summary.update(status="error", error=f"writing results: {type(exc).__name__}: {exc}")
-            write_trial(results, sweep, summary, None)
+        write_results(results, sweep, summary, steps)
     return TrialResult(summary["trial_id"], summary["status"], summary, steps)

@@ -117,3 +117,26 @@ def test_sweep_with_failing_storage_and_missing_data_goes_on_and_exits_1(
     leftovers = [p.name for p in sweep.rglob("*.tmp")]
     assert leftovers == []
     assert yaml.safe_load((sweep / "spec.yaml").read_text())["name"] == "faulty"
+
+
+def test_failed_write_in_a_pack_makes_only_that_member_an_error(tmp_path: Path, monkeypatch):
+    from trials.packed import run_pack
+
+    data = tiny_spec(grid={"eta_trgt": [0.05, 0.1, 0.2]})
+    configs = [p.config for p in expand(parse_spec(data))]
+    victim = configs[1].trial_id()
+    real = pq.write_table
+
+    def write_table(table, where, **kwargs):
+        if "/steps/" in str(where) and victim in str(where):
+            raise OSError(errno.ENOSPC, "No space left on device", str(where))
+        return real(table, where, **kwargs)
+
+    monkeypatch.setattr(pq, "write_table", write_table)
+    results = run_pack(configs, results=str(tmp_path), sweep="s")
+    monkeypatch.undo()
+    status = {r.trial_id: r.status for r in results}
+    assert status[victim] == "error"
+    assert all(s == "completed" for t, s in status.items() if t != victim)
+    trials = pd.read_parquet(tmp_path / "s" / "trials")
+    assert sorted(trials["trial_id"]) == sorted(status)  # every member has its row
