@@ -27,6 +27,7 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter
 from results.analysis import (
     DEFAULT_FACETS,
     PhaseDiagram,
+    _clean,
     divergence_boundary,
     facet_label,
     phase_diagram,
@@ -479,6 +480,55 @@ def plot_trajectories(
     _style_trajectory_axes(ax_loss, ax_sharp, kinds)
     ax_loss.legend(fontsize=8, loc="best")
     fig.suptitle("Training trajectories", fontsize=12)
+    return _save(fig, path)
+
+
+def trajectory_facets(
+    trials: pd.DataFrame, steps: pd.DataFrame, facets: Sequence[str] = DEFAULT_FACETS
+) -> list[tuple[tuple, pd.DataFrame]]:
+    """(facet key, that facet's trials) for each facet whose trials have step rows, sorted."""
+    have = trials[trials["trial_id"].astype(str).isin(set(steps["trial_id"].astype(str)))]
+    facets = [f for f in facets if f in have.columns]
+    if have.empty or not facets:
+        return []
+    groups = have.astype({f: object for f in facets}).groupby(facets, dropna=False, sort=True)
+    return [
+        (tuple(_clean(k) for k in (key if isinstance(key, tuple) else (key,))), rows)
+        for key, rows in groups
+    ]
+
+
+def plot_trajectories_by_facet(
+    trials: pd.DataFrame,
+    steps: pd.DataFrame,
+    facets: Sequence[str] = DEFAULT_FACETS,
+    *,
+    max_facets: int = 4,
+    path: str | os.PathLike | None = None,
+) -> Figure:
+    """`plot_trajectories` side by side, one column per facet (e.g. SP vs muP regimes).
+
+    Each column shows that facet's own warmup comparison (`choose_trajectory_trials` on
+    its trials), so sharpening and reduction regimes can be read next to each other.
+    Raises ValueError when fewer than two facets have step rows.
+    """
+    groups = trajectory_facets(trials, steps, facets)[:max_facets]
+    if len(groups) < 2:
+        raise ValueError("fewer than two facets with step rows")
+    facets = [f for f in facets if f in trials.columns]
+    varying, caption = _split_facets(facets, [key for key, _ in groups])
+    fig = Figure(figsize=(4.8 * len(groups), 7.0), layout="constrained")
+    axes = fig.subplots(2, len(groups), sharex=True, squeeze=False)
+    for col, (key, rows) in enumerate(groups):
+        ax_loss, ax_sharp = axes[0, col], axes[1, col]
+        kinds = _draw_trajectories(
+            ax_loss, ax_sharp, trials, steps, choose_trajectory_trials(rows, steps)
+        )
+        _style_trajectory_axes(ax_loss, ax_sharp, kinds)
+        ax_loss.set_title(_panel_title(facets, key, varying), fontsize=10)
+        ax_loss.legend(fontsize=7, loc="best")
+    title = "Training trajectories per facet" + (f"\n{caption}" if caption else "")
+    fig.suptitle(title, fontsize=12)
     return _save(fig, path)
 
 

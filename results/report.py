@@ -30,10 +30,14 @@ from results.plots import (
     plot_boundary,
     plot_phase_diagrams,
     plot_trajectories,
+    plot_trajectories_by_facet,
+    trajectory_facets,
 )
 from results.schema import STATUSES
 from results.store import load
 
+# Facets added when they take more than one value in the sweep.
+VARYING_FACETS = ("eta_init_mode",)
 METRIC_PREFERENCE = ("final_test_loss", "final_train_loss", "final_test_accuracy")
 
 
@@ -60,7 +64,7 @@ def analyze(
     facets: Sequence[str] = DEFAULT_FACETS,
     expected_trials: int | None = None,
 ) -> AnalysisReport:
-    """Write phase_diagram.png, boundary.png, trajectories.png (adam_vs_giadam.png) and summary.md.
+    """Write phase_diagram, boundary, trajectories(_by_facet), adam_vs_giadam PNGs and summary.md.
 
     `results_dir` is a sweep directory or a results root holding several sweeps (local
     path or URI); `out_dir` is a local directory, created if needed. `metric` defaults
@@ -85,6 +89,10 @@ def analyze(
     say(f"{len(trials)} trials, {len(steps)} step rows")
 
     facets = [f for f in facets if f in trials.columns]
+    for extra in VARYING_FACETS:
+        # A swept warmup start (eta_init 0 vs catapult) must not pool into one cell as seeds.
+        if extra not in facets and extra in trials.columns and trials[extra].nunique() > 1:
+            facets.append(extra)
     metric = metric or _pick_metric(trials)
     figures: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -106,6 +114,11 @@ def analyze(
         figure("boundary", lambda p: plot_boundary(trials, facets, path=p))
         if len(steps):
             figure("trajectories", lambda p: plot_trajectories(trials, steps, path=p))
+            if len(trajectory_facets(trials, steps, facets)) >= 2:
+                figure(
+                    "trajectories_by_facet",
+                    lambda p: plot_trajectories_by_facet(trials, steps, facets, path=p),
+                )
         else:
             skipped["trajectories"] = "no step rows"
         if has_adam_and_giadam(trials):

@@ -14,6 +14,7 @@ from results.plots import (
     plot_boundary,
     plot_phase_diagrams,
     plot_trajectories,
+    plot_trajectories_by_facet,
 )
 from results.report import analyze, markdown_table
 
@@ -155,6 +156,21 @@ def test_trajectory_choice_compares_warmups_at_one_eta(sweep):
     assert chosen["warmup_steps"].nunique() == len(chosen) >= 2
     with pytest.raises(KeyError, match="nope"):
         plot_trajectories(trials, steps, ["nope"])
+
+
+def test_trajectories_by_facet_draws_a_column_per_facet(sweep, tmp_path):
+    trials, steps = load(sweep)
+    fig = plot_trajectories_by_facet(trials, steps, path=tmp_path / "by_facet.png")
+    # Facets with step rows: sgd, adam, gi-adam (optimizer varies); loss and sharpness rows.
+    assert len(fig.axes) == 2 * 3
+    assert [ax.get_title() for ax in fig.axes[:3]] == [
+        "optimizer=adam",
+        "optimizer=gi-adam",
+        "optimizer=sgd",
+    ]
+    assert (tmp_path / "by_facet.png").stat().st_size > 10_000
+    with pytest.raises(ValueError, match="two facets"):
+        plot_trajectories_by_facet(trials[trials["optimizer"] == "sgd"], steps)
 
 
 def test_adam_vs_giadam_needs_both(sweep):

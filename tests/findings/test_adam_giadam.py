@@ -1,0 +1,59 @@
+"""Finding 3: Adam's pre-conditioned sharpness at init is above its stability threshold
+38/eta at a practical eta; GI-Adam (v_0 = g_0^2) lowers it by more than 10x and raises
+the largest trainable eta without warmup.
+
+Small version of sweeps/specs/findings-adam-giadam.yaml (FCN-4-128, 512 digits, xent).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.findings.conftest import small_config
+from trials import run_trial
+from trials.probe import probe
+from warmup_core.stability import adam_threshold
+
+PRACTICAL_ETA = 1e-3  # Adam's usual default
+ETAS = tuple(1e-4 * 2**x for x in range(9, 14))  # 0.0512 ... 0.8192, the spec's upper grid
+
+
+def _config(optimizer: str, eta: float = PRACTICAL_ETA, **fields):
+    return small_config(
+        loss="xent",
+        parameterization="sp",
+        optimizer={"name": optimizer, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+        eta_trgt=eta,
+        **fields,
+    )
+
+
+@pytest.mark.slow
+def test_giadam_removes_the_initial_preconditioned_sharpness():
+    adam, gi = probe(_config("adam")), probe(_config("gi-adam"))
+    threshold = adam_threshold(PRACTICAL_ETA, beta1=0.9)  # 38 / eta
+
+    assert adam["preconditioned_sharpness"] > threshold  # Adam starts unstable at 1e-3
+    assert gi["preconditioned_sharpness"] < threshold  # GI-Adam starts stable
+    assert adam["preconditioned_sharpness"] >= 10 * gi["preconditioned_sharpness"]
+
+
+def _largest_trainable(optimizer: str) -> tuple[float, dict[float, str]]:
+    """Largest eta (no warmup) that did not diverge; stuck counts as trainable, as in
+    `results.analysis.divergence_boundary` and the paper's phase diagrams."""
+    statuses = {}
+    for eta in ETAS:
+        result = run_trial(_config(optimizer, eta, warmup_steps=1, num_steps=200))
+        statuses[eta] = result.status
+        if result.status == "diverged":
+            break  # larger etas diverge too
+    assert "error" not in statuses.values(), statuses
+    trainable = [eta for eta, status in statuses.items() if status != "diverged"]
+    return (max(trainable) if trainable else 0.0), statuses
+
+
+@pytest.mark.slow
+def test_giadam_trains_at_larger_eta_without_warmup():
+    adam, adam_statuses = _largest_trainable("adam")
+    gi, gi_statuses = _largest_trainable("gi-adam")
+    assert gi > adam, (adam_statuses, gi_statuses)
