@@ -226,8 +226,10 @@ class TrialConfig(BaseModel):
 
     def trial_id(self) -> str:
         """Stable id of this resolved config: equal configs, equal ids, on any machine."""
-        # Checkpoint frequency cannot change results, so it is not part of the identity.
-        fields = self.model_dump(mode="json", exclude={"checkpoint_every"})
+        # Only values that differ from the defaults count, so a new field (with a default
+        # that keeps old behaviour) does not change existing ids; checkpoint frequency
+        # cannot change results, so it is not part of the identity either.
+        fields = self.model_dump(mode="json", exclude_defaults=True, exclude={"checkpoint_every"})
         canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

@@ -281,7 +281,7 @@ def test_optuna_search_runs_num_samples_trials(ray_local, tmp_path) -> None:
 def test_asha_stopped_trials_are_not_failures(ray_local, tmp_path) -> None:
     data = tiny_spec(
         name="asha",
-        grid={"eta_trgt": [0.001, 0.01, 0.05, 0.1], "warmup_steps": [1]},
+        grid={"eta_trgt": {"low": 0.001, "high": 0.1, "log": True}},  # no repeated configs
         search={"kind": "optuna", "num_samples": 4, "metric": "final_test_loss", "asha": True},
     )
     data["base"]["num_steps"] = 150  # several progress reports (every 25 steps) for ASHA's rungs
