@@ -79,8 +79,10 @@ def _save_checkpoint(state: dict[str, Any]) -> None:
     """Hand the training state to Ray Tune, which persists it in the run's storage."""
     with tempfile.TemporaryDirectory() as tmp:
         torch.save(state, Path(tmp) / CHECKPOINT_FILE)
-        pending = {k: math.nan for k in FINAL_METRICS if k not in ("status", "trial_id")}
-        tune.report({**pending, "step": state["step"]}, checkpoint=Checkpoint.from_directory(tmp))
+        tune.report(
+            {**_pending_metrics(), "step": state["step"]},
+            checkpoint=Checkpoint.from_directory(tmp),
+        )
 
 
 def _restored_state() -> dict[str, Any] | None:
@@ -96,8 +98,12 @@ def _restored_state() -> dict[str, Any] | None:
 def _progress(metrics: dict[str, Any]) -> None:
     """A progress report. Tune refuses results without the searcher's metric (Optuna's
     `final_test_loss`, ...), so the final metrics are in it too, NaN until the end."""
-    pending = {k: math.nan for k in FINAL_METRICS if k not in ("status", "trial_id")}
-    tune.report({**pending, **metrics})
+    tune.report({**_pending_metrics(), **metrics})
+
+
+def _pending_metrics() -> dict[str, float]:
+    """The numeric final metrics as NaN: what a report before the end carries."""
+    return {k: math.nan for k in FINAL_METRICS if k not in ("status", "trial_id")}
 
 
 def _final_metrics(summary: dict[str, Any]) -> dict[str, Any]:
