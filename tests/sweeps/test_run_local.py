@@ -292,3 +292,12 @@ def test_asha_stopped_trials_are_not_failures(ray_local, tmp_path) -> None:
     assert outcome.missing == [] and outcome.exit_code == 0
     assert len(ended) + outcome.stopped_early == 4
     assert sum(outcome.counts.values()) == len(ended) >= 1
+
+
+def test_tensorboard_logs_are_written_by_default(ray_local, tmp_path) -> None:
+    data = tiny_spec(name="tb", grid={"eta_trgt": [0.05]})
+    del data["logging"]  # the default: TensorBoard on
+    data["base"]["num_steps"] = 30  # at least one progress report (every 25 steps)
+    outcome = run_sweep(parse_spec(data), str(tmp_path), stream=io.StringIO())
+    assert outcome.exit_code == 0
+    assert list((tmp_path / "tb" / "tune").rglob("events.out.tfevents*"))
