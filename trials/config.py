@@ -227,9 +227,13 @@ class TrialConfig(BaseModel):
     def trial_id(self) -> str:
         """Stable id of this resolved config: equal configs, equal ids, on any machine."""
         # Only values that differ from the defaults count, so a new field (with a default
-        # that keeps old behaviour) does not change existing ids; checkpoint frequency
-        # cannot change results, so it is not part of the identity either.
-        fields = self.model_dump(mode="json", exclude_defaults=True, exclude={"checkpoint_every"})
+        # that keeps old behaviour) does not change existing ids. Checkpoint frequency and
+        # where the data lives on this machine cannot change results: not part of the id.
+        fields = self.model_dump(
+            mode="json",
+            exclude_defaults=True,
+            exclude={"checkpoint_every": True, "dataset": {"data_dir"}},
+        )
         canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

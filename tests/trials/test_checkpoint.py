@@ -55,16 +55,3 @@ def test_checkpoint_state_is_a_snapshot_not_a_live_view():
     first, last = states[0]["optimizer"]["state"], states[-1]["optimizer"]["state"]
     name = next(iter(first))
     assert not torch.equal(first[name]["m"], last[name]["m"])
-
-
-def test_checkpoint_frequency_is_not_part_of_the_trial_identity():
-    a = _config({"name": "sgd"})
-    b = a.model_copy(update={"checkpoint_every": 0})
-    assert a.trial_id() == b.trial_id()
-
-
-def test_fields_left_at_their_defaults_do_not_enter_the_trial_id():
-    explicit = TrialConfig(eta_trgt=0.5, divergence_factor=1000.0, dtype="float32")
-    implicit = TrialConfig(eta_trgt=0.5)
-    assert explicit.trial_id() == implicit.trial_id()
-    assert TrialConfig(eta_trgt=0.5, dtype="float64").trial_id() != implicit.trial_id()

@@ -157,3 +157,22 @@ def test_apply_overrides_sets_dotted_keys_without_touching_the_base() -> None:
 def test_apply_overrides_refuses_a_dotted_key_through_a_value() -> None:
     with pytest.raises(ValueError, match=r"loss\.name"):
         apply_overrides(TINY | {"loss": "mse"}, {"loss.name": "xent"})
+
+
+def test_checkpoint_frequency_is_not_part_of_the_trial_identity():
+    a = TrialConfig(eta_trgt=0.5, checkpoint_every=10)
+    b = TrialConfig(eta_trgt=0.5)
+    assert a.trial_id() == b.trial_id()
+
+
+def test_fields_left_at_their_defaults_do_not_enter_the_trial_id():
+    explicit = TrialConfig(eta_trgt=0.5, divergence_factor=1000.0, dtype="float32")
+    implicit = TrialConfig(eta_trgt=0.5)
+    assert explicit.trial_id() == implicit.trial_id()
+    assert TrialConfig(eta_trgt=0.5, dtype="float64").trial_id() != implicit.trial_id()
+
+
+def test_the_data_directory_does_not_enter_the_trial_id():
+    here = TrialConfig(dataset={"name": "cifar10", "data_dir": "/data/here"})
+    there = TrialConfig(dataset={"name": "cifar10", "data_dir": "/mnt/elsewhere"})
+    assert here.trial_id() == there.trial_id()
