@@ -34,6 +34,7 @@ from trials.trial import (
     Problem,
     Reporter,
     TrialResult,
+    append_row,
     critical_lr,
     final_status,
     is_diverged,
@@ -363,7 +364,7 @@ def _train_pack(
             m.loss0 = loss_list[i] if m.loss0 is None else m.loss0
             row = step_row(m.config, t, lr_list[i], loss_list[i], acc_list[i])
             if is_diverged(m.config, loss_list[i], m.loss0):
-                _append(m.steps, row)
+                append_row(m.steps, row)
                 end(i, status="diverged", diverged_step=t)
             else:
                 rows[i] = row
@@ -392,7 +393,7 @@ def _train_pack(
                 row["test_loss"], row["test_accuracy"] = test_loss[i], test_acc[i]
         pack.step(grads, lr_table[:, t - 1] * pack.live.to(torch.float64))
         for i, row in rows.items():
-            _append(members[i].steps, row)
+            append_row(members[i].steps, row)
         if report is not None and t % report_every == 0:
             live_losses = [loss_list[i] for i in rows]
             report({"step": t, "train_loss": min(live_losses), "live_members": len(rows)})
@@ -421,11 +422,6 @@ def _train_pack(
         if first.sharpness_every:
             members[i].out["final_sharpness"] = final_sharp[i]
         end(i)
-
-
-def _append(steps: dict[str, list], row: dict[str, Any]) -> None:
-    for key in STEP_COLUMNS:
-        steps[key].append(row[key])
 
 
 def run_pack(

@@ -366,7 +366,7 @@ def _train(
         loss0 = loss_value if loss0 is None else loss0
         row = step_row(config, t, lr, loss_value, acc.item())
         if is_diverged(config, loss_value, loss0):
-            _append(steps, row)
+            append_row(steps, row)
             out.update(status="diverged", diverged_step=t)
             return out
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
@@ -397,7 +397,7 @@ def _train(
         if measured_at(config.eval_every, t):
             row["test_loss"], row["test_accuracy"] = problem.evaluate(model, params, "test")
         optimizer.step(params, grads, lr)
-        _append(steps, row)
+        append_row(steps, row)
         # No progress report at the last update: the final report follows the written files
         # (a scheduler such as ASHA stops a trial at max_t = num_steps).
         if report is not None and t % report_every == 0 and t < config.num_steps:
@@ -430,7 +430,8 @@ def _train(
     return out
 
 
-def _append(steps: dict[str, list], row: dict[str, Any]) -> None:
+def append_row(steps: dict[str, list], row: dict[str, Any]) -> None:
+    """Append one steps-table row to the per-column lists of `steps`."""
     for key in STEP_COLUMNS:
         steps.setdefault(key, []).append(row[key])
 
