@@ -214,21 +214,6 @@ def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
     return fs.get_file_info(path).type == pafs.FileType.Directory
 
 
-def read_specs(path: str | os.PathLike) -> dict[str, str | None]:
-    """`{sweep name: spec.yaml text or None}` for the sweep(s) at `path` (a sweep dir or a root)."""
-    fs, root = _resolve(path)
-    specs: dict[str, str | None] = {}
-    for directory in _sweep_dirs(fs, root):
-        spec_path = _join(fs, directory, SPEC_FILE)
-        name = os.path.basename(directory.rstrip("/"))
-        if fs.get_file_info(spec_path).type != pafs.FileType.File:
-            specs[name] = None
-            continue
-        with fs.open_input_stream(spec_path) as stream:
-            specs[name] = stream.read().decode("utf-8", errors="replace")
-    return specs
-
-
 def _sweep_dirs(fs: pafs.FileSystem, path: str) -> list[str]:
     """`path` itself if it is a sweep directory, else its sweep subdirectories."""
     info = fs.get_file_info(path)
