@@ -13,7 +13,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from results.store import write_spec
@@ -22,13 +21,7 @@ from sweeps.spec import expand, parse_spec, resolved_yaml
 from tests.sweeps.conftest import tiny_spec
 from trials.trial import run_trial
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_console_script_help_lists_the_commands() -> None:

@@ -15,6 +15,8 @@ import torch
 from trials.config import TrialConfig
 from trials.trial import Problem, run_trial
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 TINY = {
     "model": {"name": "fcn", "width": 16, "depth": 2},
     "dataset": {"name": "digits", "train_size": 128, "test_size": 64},
@@ -72,15 +74,6 @@ STEPS_CONTRACT = [
 def tiny(**changes) -> TrialConfig:
     """A tiny trial config; nested sections in `changes` replace TINY's whole."""
     return TrialConfig.model_validate({**TINY, **changes})
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    # Tiny models run many times faster on one thread than on two busy cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def read_trial(results: Path, trial_id: str, sweep: str = SWEEP) -> tuple[pd.Series, pd.DataFrame]:
