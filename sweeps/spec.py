@@ -7,8 +7,10 @@ target learning rate can be given relative to 1/lambda_H(0):
 
     eta_trgt: {relative_to: lambda0, values: [0.5, 1, 2, 4]}
 
-Everything is checked before anything runs; errors name the dotted path of
-the field (`grid.model.width[1]: ...`) and are raised as `SpecError`.
+Everything is checked before anything runs; errors name the file and the
+dotted path of the field (`base.model.width: ...`, or for a bad grid value
+`grid point (model.width=0, ...): model.width: ...`) and are raised as
+`SpecError`.
 """
 
 from __future__ import annotations
