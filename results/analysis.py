@@ -500,7 +500,7 @@ def _at_warmup_end(stability: Any, trial: pd.Series, rows: pd.DataFrame, column:
     sharp = float(last[column])
     threshold = float(last["threshold"]) if pd.notna(last["threshold"]) else np.nan
     if not np.isfinite(threshold) and pd.notna(last["lr"]) and float(last["lr"]) > 0:
-        threshold = _threshold_from_lr(stability, trial, float(last["lr"]))
+        threshold = float(threshold_at(trial, float(last["lr"])))
     return {
         "warmup_end_step": int(last["step"]),
         "sharpness_at_warmup_end": sharp,
@@ -511,11 +511,19 @@ def _at_warmup_end(stability: Any, trial: pd.Series, rows: pd.DataFrame, column:
     }
 
 
-def _threshold_from_lr(stability: Any, trial: pd.Series, lr: float) -> float:
-    if str(trial.get("optimizer")) in ADAM_FAMILY:
-        beta1 = trial.get("optimizer_beta1", 0.9)
-        return float(stability.adam_threshold(lr, beta1=0.9 if pd.isna(beta1) else float(beta1)))
-    momentum = trial.get("optimizer_momentum", 0.0)
-    return float(
-        stability.sgd_threshold(lr, momentum=0.0 if pd.isna(momentum) else float(momentum))
-    )
+OPTIMIZER_HYPER: tuple[str, ...] = ("momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay")
+
+
+def threshold_at(trial: pd.Series, lr: Any) -> Any:
+    """Stability threshold of a trial's optimizer (its `optimizer_*` columns) at rate `lr`.
+
+    For runs that did not record the `threshold` column; the same rule the trial applies.
+    """
+    from warmup_core.optim import stability_threshold  # lazy: loading data needs no torch
+
+    hyper = {}
+    for key in OPTIMIZER_HYPER:
+        value = trial.get(f"optimizer_{key}")
+        if value is not None and not pd.isna(value):
+            hyper[key] = bool(value) if key == "nesterov" else float(value)
+    return stability_threshold(str(trial.get("optimizer")), lr, **hyper)

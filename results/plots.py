@@ -32,8 +32,8 @@ from results.analysis import (
     facet_label,
     phase_diagram,
     sharpness_column,
+    threshold_at,
 )
-from results.schema import ADAM_FAMILY
 
 CMAP = "viridis"
 BOUNDARY_COLOR = "#D55E00"  # vermillion from the colour-blind-safe Okabe-Ito set
@@ -356,12 +356,7 @@ def _threshold_series(trial: pd.Series, rows: pd.DataFrame) -> np.ndarray:
     threshold = rows["threshold"].to_numpy(float)
     if np.isfinite(threshold).any():
         return threshold
-    from warmup_core import stability  # lazy: only when the run did not record thresholds
-
-    lr = rows["lr"].to_numpy(float)
-    if str(trial.get("optimizer")) in ADAM_FAMILY:
-        return np.asarray(stability.adam_threshold(lr), dtype=float)
-    return np.asarray(stability.sgd_threshold(lr), dtype=float)
+    return np.asarray(threshold_at(trial, rows["lr"].to_numpy(float)), dtype=float)
 
 
 def _trial_label(trial: pd.Series) -> str:

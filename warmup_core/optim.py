@@ -8,9 +8,12 @@ tensor of shape (K,) for K packed trials whose parameters carry a leading
 member axis. Per-parameter learning-rate multipliers (from a
 parameterization) are applied on top.
 
-Adam exposes its diagonal pre-conditioner `P = (1 - beta1^t) (sqrt(v_hat) + eps)`,
-in which the update reads `theta -= lr * P^-1 m`; the pre-conditioned
-sharpness is the top eigenvalue of `P^-1 H`.
+Adam exposes the diagonal pre-conditioner its update applies: with
+`P = (1 - beta1^t) (sqrt(v_hat) + eps)` and learning-rate multipliers `m`, the
+update reads `theta -= lr * m * P^-1 m_t`, so the pre-conditioner is `P / m` and the
+pre-conditioned sharpness is the top eigenvalue of `(P / m)^-1 H`. Each optimizer
+knows its stability threshold (`stability_threshold`), from the formulas in
+`warmup_core.stability`: the one place every threshold comes from.
 
 GI-Adam (Kalra & Barkeshli 2024) initializes the second moment with the
 squared first gradient, `v_0 = g_0^2`, and keeps the usual bias correction,
@@ -19,9 +22,12 @@ which acts as a built-in warmup `eta_t = eta * sqrt(1 - beta2^t)`.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 
 import torch
+
+from warmup_core import stability
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "gi-adam")
 ADAM_FAMILY = ("adam", "adamw", "gi-adam")
@@ -55,6 +61,31 @@ class Optimizer:
 
     def mult(self, name: str) -> float:
         return self.lr_multipliers.get(name, 1.0)
+
+    def stability_threshold(self, eta):
+        """Curvature above which this update rule is unstable at learning rate `eta`.
+
+        For SGD a bound on the Hessian's top eigenvalue, for the Adam family on the
+        pre-conditioned sharpness (see `warmup_core.stability`).
+        """
+        raise NotImplementedError
+
+    def fresh(self) -> Optimizer:
+        """The same optimizer (hyperparameters, multipliers) with empty state."""
+        new = copy.copy(self)
+        new.state, new.t = {}, 0
+        return new
+
+    def step_fn(self) -> stability.StepFn:
+        """This optimizer, from empty state, as a pure `StepFn` for the eta_c search."""
+
+        def step(params, grads, eta, state):
+            opt = state or self.fresh()
+            new = {k: p.detach().clone() for k, p in params.items()}
+            opt.step(new, grads, eta)
+            return new, opt
+
+        return step
 
     def step(self, params: Params, grads: Params, lr: float | torch.Tensor) -> None:
         """Update `params` in place from `grads` with learning rate `lr`."""
@@ -93,6 +124,10 @@ class SGD(Optimizer):
             raise ValueError("optimizer.nesterov: needs optimizer.momentum > 0")
         self.momentum, self.nesterov, self.weight_decay = momentum, nesterov, weight_decay
 
+    def stability_threshold(self, eta):
+        """Heavy-ball or Nesterov threshold on lambda_H, less the coupled weight decay."""
+        return stability.sgd_threshold(eta, self.momentum, self.nesterov, self.weight_decay)
+
     def _update(self, name, p, g, lr) -> None:
         if self.weight_decay:
             g = g + self.weight_decay * p
@@ -128,6 +163,16 @@ class Adam(Optimizer):
         self.beta1, self.beta2, self.eps = beta1, beta2, eps
         self.weight_decay, self.decoupled, self.gi = weight_decay, decoupled, gi
 
+    def stability_threshold(self, eta):
+        """Adam's threshold (2 + 2 beta1)/((1 - beta1) eta) on the pre-conditioned sharpness."""
+        return stability.adam_threshold(eta, self.beta1)
+
+    @property
+    def coupled_l2(self) -> float:
+        """L2 weight decay inside the gradient (0 when decoupled, as AdamW): the update's
+        operator is then `(P / m)^-1 (H + coupled_l2 I)`."""
+        return 0.0 if self.decoupled else self.weight_decay
+
     def _update(self, name, p, g, lr) -> None:
         if self.weight_decay and self.decoupled:
             p.mul_(1 - lr * self.weight_decay)
@@ -152,20 +197,25 @@ class Adam(Optimizer):
         return (v.sqrt() / bc2**0.5 + self.eps) * bc1
 
     def preconditioner(self) -> dict[str, torch.Tensor]:
-        """Diagonal of P for the last step taken (theta -= lr * P^-1 m)."""
+        """Diagonal of `P / m` for the last step taken (theta -= lr * m * P^-1 m_t)."""
         if self.t == 0:
             raise RuntimeError("preconditioner: no step taken yet")
-        return {name: self._denominator(st["v"]) for name, st in self.state.items()}
+        return {
+            name: self._denominator(st["v"]) / self.mult(name) for name, st in self.state.items()
+        }
 
-    def peek_preconditioner(self, grads: Params) -> dict[str, torch.Tensor]:
-        """Diagonal of P that the next step would use for gradients `grads` (no update)."""
+    def peek_preconditioner(self, params: Params, grads: Params) -> dict[str, torch.Tensor]:
+        """Diagonal of `P / m` that the next step from `params` with loss gradients `grads`
+        would apply (no update): the pre-conditioner of the stability-relevant operator."""
         t, out = self.t + 1, {}
         bc1, bc2 = 1 - self.beta1**t, 1 - self.beta2**t
         for name, g in grads.items():
+            if self.coupled_l2:  # the step's gradient carries the L2 term
+                g = g + self.coupled_l2 * params[name].detach()
             st = self.state.get(name)
             v_prev = self._initial_v(g) if st is None else st["v"]
             v = self.beta2 * v_prev + (1 - self.beta2) * g * g
-            out[name] = (v.sqrt() / bc2**0.5 + self.eps) * bc1
+            out[name] = (v.sqrt() / bc2**0.5 + self.eps) * bc1 / self.mult(name)
         return out
 
 
@@ -188,3 +238,8 @@ def build_optimizer(
         )
     except TypeError as exc:
         raise ValueError(f"optimizer: bad option for {name!r}: {exc}") from None
+
+
+def stability_threshold(name: str, eta, **hyper: float):
+    """Stability threshold of optimizer `name` with hyperparameters `hyper` at rate `eta`."""
+    return build_optimizer(name, **hyper).stability_threshold(eta)

@@ -5,7 +5,7 @@ detection on measured trajectories.
   pre-conditioned sharpness exceeds ``adam_threshold(eta, beta1)``.
 * :func:`critical_learning_rate` finds ``eta_c`` with forward/backward passes only
   (Kalra & Barkeshli 2024, Sec. 6): double eta until one optimizer step from
-  ``params`` raises the loss, then bisect the bracket.
+  ``params`` raises the loss, then bisect the bracket to a stated tolerance.
 * :func:`classify_regime`, :func:`detect_catapults` and :func:`warmup_end_ratio` work
   on plain numpy arrays of logged metrics (NaN where not measured), so analysis code
   can run them on Parquet columns.
@@ -29,20 +29,35 @@ LossFn = Callable[[dict[str, Tensor]], Tensor]
 
 # --------------------------------------------------------------------------------------
 # Stability thresholds
+#
+# The rule behind every threshold: stability is decided by the operator the update
+# applies. On a quadratic with curvature lambda along some direction, an update rule is
+# stable iff eta * lambda stays below a constant of the rule. These two functions hold
+# those constants; `warmup_core.optim.Optimizer.stability_threshold` picks the one of a
+# configured optimizer, and every caller (trials, probe, analysis, plots) goes through it.
 
 
-def sgd_threshold(eta, momentum: float = 0.0):
-    """Sharpness above which (heavy-ball) GD at learning rate ``eta`` is unstable: (2 + 2 mu)/eta.
+def sgd_threshold(eta, momentum: float = 0.0, nesterov: bool = False, weight_decay: float = 0.0):
+    """Sharpness ``lambda_H`` above which (S)GD at learning rate ``eta`` is unstable.
 
-    ``eta`` may be a float, numpy array or tensor; the result has the same kind.
+    Heavy-ball momentum mu: ``(2 + 2 mu)/eta``; torch-style Nesterov:
+    ``(2 + 2 mu) / ((1 + 2 mu) eta)`` (1.36/eta at mu = 0.9). Coupled L2 weight decay
+    ``wd`` adds ``wd`` to the curvature the update sees, so the threshold on the loss's
+    own sharpness drops by ``wd``. ``eta`` may be a float, numpy array or tensor; the
+    result has the same kind (``inf`` at ``eta = 0``).
     """
-    return _safe_divide(2.0 + 2.0 * momentum, eta)
+    constant = 2.0 + 2.0 * momentum
+    if nesterov:
+        constant /= 1.0 + 2.0 * momentum
+    return _safe_divide(constant, eta) - weight_decay
 
 
 def adam_threshold(eta, beta1: float = 0.9):
     """Pre-conditioned sharpness above which Adam is unstable: (2 + 2 b1)/((1 - b1) eta).
 
-    That is 38/eta for ``beta1 = 0.9``. ``eta`` may be a float, numpy array or tensor.
+    That is 38/eta for ``beta1 = 0.9``; the pre-conditioned sharpness is that of the
+    operator the update applies (``P / m`` with learning-rate multipliers ``m``).
+    ``eta`` may be a float, numpy array or tensor.
     """
     return _safe_divide((2.0 + 2.0 * beta1) / (1.0 - beta1), eta)
 
@@ -63,7 +78,8 @@ class StepFn(Protocol):
     """One optimizer update: ``(params, grads, eta, state) -> (new_params, new_state)``.
 
     ``state`` is ``None`` on the first call; pure functions over dicts of tensors, so
-    the search can replay steps from the same initial point at many ``eta``.
+    the search can replay steps from the same initial point at many ``eta``. A
+    configured optimizer gives one with ``warmup_core.optim.Optimizer.step_fn``.
     """
 
     def __call__(
@@ -78,42 +94,6 @@ def gd_step(
     return {k: p - eta * grads[k] for k, p in params.items()}, None
 
 
-def adam_step(
-    beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, *, gi: bool = False
-) -> StepFn:
-    """Adam (bias-corrected) as a :class:`StepFn`; ``gi=True`` gives GI-Adam.
-
-    Adam's first step is ``eta * g / (|g| + eps)``. GI-Adam sets ``v_0 = g_0**2`` and
-    keeps the bias correction, so its first step is ``eta * g / (|g| / sqrt(1 - beta2)
-    + eps)``, i.e. Adam with the learning rate scaled by ``sqrt(1 - beta2**t)``.
-    """
-    for name, value in (("beta1", beta1), ("beta2", beta2)):
-        if not 0.0 <= value < 1.0:
-            raise ValueError(f"{name} must be in [0, 1), got {value!r}")
-    if not eps >= 0:
-        raise ValueError(f"eps must be non-negative, got {eps!r}")
-
-    def step(params, grads, eta, state):
-        if state is None:
-            m = {k: torch.zeros_like(g) for k, g in grads.items()}
-            v = {k: (g * g if gi else torch.zeros_like(g)) for k, g in grads.items()}
-            state = (0, m, v)
-        t, m, v = state
-        t += 1
-        m = {k: beta1 * m[k] + (1 - beta1) * g for k, g in grads.items()}
-        v = {k: beta2 * v[k] + (1 - beta2) * g * g for k, g in grads.items()}
-        c1, c2 = 1 - beta1**t, 1 - beta2**t
-        new = {k: p - eta * (m[k] / c1) / ((v[k] / c2).sqrt() + eps) for k, p in params.items()}
-        return new, (t, m, v)
-
-    return step
-
-
-# The eta_c search usually needs only the first step; the same stateful update serves
-# num_steps > 1, so one implementation carries both names.
-adam_first_step = adam_step
-
-
 # --------------------------------------------------------------------------------------
 # The catapult estimate of eta_c
 
@@ -122,9 +102,16 @@ adam_first_step = adam_step
 class CriticalLRInfo:
     """Result of the eta_c search.
 
-    ``bracket = (lo, hi)``: ``num_steps`` steps at ``lo`` did not raise the loss, at
-    ``hi`` they did; ``eta_c = hi``. ``history`` lists every ``(eta, L(theta_n)/L(theta_0))``
-    tried, in order.
+    ``eta_c`` is the crossing ``L(theta_n) = L(theta_0)`` (``n = num_steps``), bracketed
+    by ``bracket = (lo, hi)``: ``n`` steps at ``lo`` did not raise the loss, at ``hi``
+    they did, and ``hi / lo - 1 <= eta_rtol`` when ``tolerance_met``; ``eta_c = hi``.
+    ``history`` lists every ``(eta, L(theta_n)/L(theta_0))`` tried, in order.
+
+    The check: ``check_steps`` steps at the constant rate ``eta_c`` end at
+    ``check_ratio = L(theta_check)/L(theta_0)``; ``overshoots`` is True when that ratio
+    exceeds ``check_limit``, i.e. training at ``eta_c`` blows up although ``n`` steps
+    did not (in muP the first gradient can be nearly orthogonal to the top Hessian
+    eigenvector, and the one-step estimate lands above the divergence boundary).
     """
 
     eta_c: float
@@ -134,6 +121,8 @@ class CriticalLRInfo:
     num_grad_evals: int
     history: tuple[tuple[float, float], ...]
     tolerance_met: bool  # False when bisection stopped on max_bisections
+    check_ratio: float | None = None
+    overshoots: bool | None = None
 
 
 def critical_learning_rate(
@@ -142,38 +131,43 @@ def critical_learning_rate(
     *,
     optimizer: StepFn | None = None,
     eta_start: float = 1e-3,
-    delta: float = 0.1,
     num_steps: int = 1,
+    eta_rtol: float = 1e-2,
     max_doublings: int = 40,
-    max_bisections: int = 30,
-    eta_rtol: float = 1e-3,
+    max_bisections: int = 60,
+    check_steps: int = 0,
+    check_limit: float = 2.0,
     return_info: bool = False,
 ) -> float | CriticalLRInfo:
     """Critical learning rate ``eta_c`` from the loss catapult, forward/backward only.
 
-    Starting at ``eta_start``, doubles eta (or halves it, if the start is already
-    unstable) until ``num_steps`` steps of ``optimizer`` (gradient descent by default)
-    from ``params`` raise the loss above ``L(theta_0)``. Then bisects the bracket
-    (geometrically) until a step size raises the loss by at most ``delta``:
-    ``L(theta_0) < L(theta_n) <= (1 + delta) L(theta_0)``, or the bracket is narrower
-    than ``eta_rtol`` relative. Returns the smallest eta found to raise the loss. For
-    GD on a loss dominated by its top direction, ``eta_c`` is near ``2 / lambda_H``.
+    ``eta_c`` is where ``num_steps`` steps of ``optimizer`` (gradient descent by default)
+    from ``params`` start to raise the loss: the crossing ``L(theta_n) = L(theta_0)``.
+    Starting at ``eta_start``, eta is doubled (or halved, if the start already raises
+    the loss) until a bracket ``lo < eta_c <= hi`` is found, which is then always
+    bisected on a log scale until ``hi / lo - 1 <= eta_rtol``; ``hi`` is returned. On a
+    quadratic one GD step raises the loss iff ``eta > 2 g.g / (g.H.g)``, so
+    ``eta_c * lambda_H >= 2``, with equality when the gradient lies along the top
+    eigenvector. With ``check_steps > 0`` the estimate is checked by that many steps at
+    the constant rate ``eta_c`` (see :class:`CriticalLRInfo`).
     """
     if not callable(loss_fn):
         raise ValueError("loss_fn must be a callable params -> scalar loss")
     for name, value, integer in (
         ("eta_start", eta_start, False),
-        ("delta", delta, False),
         ("num_steps", num_steps, True),
         ("max_doublings", max_doublings, True),
         ("max_bisections", max_bisections, True),
         ("eta_rtol", eta_rtol, False),
+        ("check_limit", check_limit, False),
     ):
         if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0) or (
             integer and int(value) != value
         ):
             kind = "a positive integer" if integer else "a positive number"
             raise ValueError(f"{name} must be {kind}, got {value!r}")
+    if not (isinstance(check_steps, int) and check_steps >= 0):
+        raise ValueError(f"check_steps must be a non-negative integer, got {check_steps!r}")
     step = optimizer or gd_step
     counts = {"loss": 0, "grad": 0}
 
@@ -193,27 +187,30 @@ def critical_learning_rate(
 
     history: list[tuple[float, float]] = []
 
-    def loss_ratio(eta: float) -> float:
+    def loss_ratio(eta: float, steps: int, record: bool = True) -> float:
         # The first gradient is the same for every eta, so a one-step probe costs one
         # forward pass; later steps need fresh gradients.
         theta, state = step(theta0, grads0, eta, None)
-        for _ in range(int(num_steps) - 1):
-            _, grads = loss_and_grad(theta)
+        for _ in range(steps - 1):
+            loss, grads = loss_and_grad(theta)
+            if not math.isfinite(loss):
+                break
             theta, state = step(theta, grads, eta, state)
         with torch.no_grad():
             loss = float(loss_fn(theta))
         counts["loss"] += 1
         ratio = loss / loss0 if math.isfinite(loss) else math.inf
-        history.append((eta, ratio))
+        if record:
+            history.append((eta, ratio))
         return ratio
 
     # Exponential search for a bracket lo (loss did not rise) < hi (loss rose).
-    eta = float(eta_start)
-    if loss_ratio(eta) > 1.0:
+    eta, n = float(eta_start), int(num_steps)
+    if loss_ratio(eta, n) > 1.0:
         hi = eta
         for _ in range(int(max_doublings)):
             eta /= 2
-            if loss_ratio(eta) <= 1.0:
+            if loss_ratio(eta, n) <= 1.0:
                 break
             hi = eta
         else:
@@ -226,35 +223,25 @@ def critical_learning_rate(
         lo = eta
         for _ in range(int(max_doublings)):
             eta *= 2
-            ratio = loss_ratio(eta)
-            if ratio > 1.0:
+            if loss_ratio(eta, n) > 1.0:
                 break
             lo = eta
         else:
             raise RuntimeError(f"loss never rose up to eta={eta:g}; raise max_doublings")
         hi = eta
-        if ratio <= 1.0 + delta:
-            return _finish(hi, lo, loss0, counts, history, True, return_info)
 
     # Bisection on a log scale: eta_c is a scale, and the bracket spans a factor of 2.
-    met = False
+    met = hi / lo - 1.0 <= eta_rtol
     for _ in range(int(max_bisections)):
-        if hi / lo - 1.0 <= eta_rtol:
-            met = True
+        if met:
             break
         mid = math.sqrt(lo * hi)
-        ratio = loss_ratio(mid)
-        if ratio > 1.0:
+        if loss_ratio(mid, n) > 1.0:
             hi = mid
-            if ratio <= 1.0 + delta:
-                met = True
-                break
         else:
             lo = mid
-    return _finish(hi, lo, loss0, counts, history, met, return_info)
-
-
-def _finish(hi, lo, loss0, counts, history, met, return_info) -> float | CriticalLRInfo:
+        met = hi / lo - 1.0 <= eta_rtol
+    check = loss_ratio(hi, check_steps, record=False) if check_steps else None
     if not return_info:
         return hi
     return CriticalLRInfo(
@@ -265,6 +252,8 @@ def _finish(hi, lo, loss0, counts, history, met, return_info) -> float | Critica
         num_grad_evals=counts["grad"],
         history=tuple(history),
         tolerance_met=met,
+        check_ratio=check,
+        overshoots=None if check is None else check > check_limit,
     )
 
 

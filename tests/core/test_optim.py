@@ -84,9 +84,9 @@ def test_gi_adam_acts_as_a_builtin_warmup_on_a_constant_gradient():
         assert torch.allclose(step_g, torch.full((3,), (1 - 0.999**t) ** 0.5), atol=1e-6)
 
 
-def test_preconditioner_reproduces_the_update():
+def test_preconditioner_reproduces_the_update_with_its_multiplier():
     params, x = _problem()
-    opt = build_optimizer("adam")
+    opt = build_optimizer("adam", {"w": 0.5})  # theta -= lr * (P / m)^-1 m_t
     for _ in range(3):
         before = {k: v.clone() for k, v in params.items()}
         opt.step(params, _grads(params, x), 0.01)
@@ -95,13 +95,15 @@ def test_preconditioner_reproduces_the_update():
         assert torch.allclose(before[k] - params[k], 0.01 * opt.state[k]["m"] / P[k], atol=1e-7)
 
 
-@pytest.mark.parametrize("name", ["adam", "gi-adam"])
-def test_peeked_preconditioner_is_the_one_the_next_step_uses(name):
+@pytest.mark.parametrize(
+    ("name", "hyper"), [("adam", {}), ("gi-adam", {}), ("adam", {"weight_decay": 0.3})]
+)
+def test_peeked_preconditioner_is_the_one_the_next_step_uses(name, hyper):
     params, x = _problem()
-    opt = build_optimizer(name)
+    opt = build_optimizer(name, {"w": 0.25}, **hyper)
     for _ in range(3):
         grads = _grads(params, x)
-        predicted = opt.peek_preconditioner(grads)
+        predicted = opt.peek_preconditioner(params, grads)
         opt.step(params, grads, 1e-2)
         for k, v in opt.preconditioner().items():
             assert torch.allclose(predicted[k], v, rtol=1e-5)
@@ -111,8 +113,8 @@ def test_gi_adam_first_preconditioner_is_larger_by_inverse_root_one_minus_beta2(
     params, x = _problem()
     grads = _grads(params, x)
     ratio = (
-        build_optimizer("gi-adam", eps=0.0).peek_preconditioner(grads)["w"]
-        / (build_optimizer("adam", eps=0.0).peek_preconditioner(grads)["w"])
+        build_optimizer("gi-adam", eps=0.0).peek_preconditioner(params, grads)["w"]
+        / (build_optimizer("adam", eps=0.0).peek_preconditioner(params, grads)["w"])
     )
     assert torch.allclose(ratio, torch.full_like(ratio, (1 / (1 - 0.999)) ** 0.5), rtol=1e-4)
 
