@@ -221,8 +221,23 @@ def _check_positive(name: str, value: float, *, integer: bool = False) -> None:
         raise ValueError(f"{name} must be {kind}, got {value!r}")
 
 
+def warm_start_noise(tol: float) -> float:
+    """Relative norm of the random part mixed into a warm start: sqrt(tol), at most 0.1.
+
+    Large enough that the new top eigenvector's share of the start vector leaves a
+    residual above `tol` until it is found, small enough that a warm start from a good
+    vector still converges in a few products.
+    """
+    return min(0.1, math.sqrt(tol))
+
+
 def _start_vector(
-    v0: Tensor | None, dim: int, dtype: torch.dtype, device, generator: torch.Generator | None
+    v0: Tensor | None,
+    dim: int,
+    dtype: torch.dtype,
+    device,
+    generator: torch.Generator | None,
+    tol: float,
 ) -> Tensor:
     if v0 is None:
         q = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)
@@ -235,10 +250,15 @@ def _start_vector(
         if v0.shape != (dim,):
             raise ValueError(f"v0 must have shape ({dim},) or ({dim}, m), got {tuple(v0.shape)}")
         q = v0.to(device=device, dtype=dtype).clone()
-    norm = q.norm()
-    if not torch.isfinite(norm) or norm == 0:
-        raise ValueError("v0 must be a finite, non-zero vector")
-    return q / norm
+        norm = q.norm()
+        if not torch.isfinite(norm) or norm == 0:
+            raise ValueError("v0 must be a finite, non-zero vector")
+        # A warm start lies along the previous top eigenvector; when two eigenvalues
+        # have crossed since, its component along the new top one can be so small that
+        # the second eigenpair converges first. A random admixture rules that out.
+        noise = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)
+        q = q / norm + warm_start_noise(tol) * noise / noise.norm()
+    return q / q.norm()
 
 
 def _orthogonalize(w: Tensor, basis: Tensor) -> Tensor:
@@ -351,7 +371,7 @@ def lanczos(
     steps = min(int(max_iter), dim)
     if steps < k:
         raise ValueError(f"max_iter must be at least k={k}, got {max_iter}")
-    q = _start_vector(v0, dim, dtype, device, generator)
+    q = _start_vector(v0, dim, dtype, device, generator, tol)
     alphas, betas, basis, m, converged, beta = _lanczos_core(
         matvec, q, steps, k=k, tol=tol, generator=generator
     )
@@ -408,7 +428,7 @@ def batched_lanczos(
     q = torch.zeros((batch, dim), dtype=dtype, device=device)
     for i in range(batch):
         if active[i]:  # draw in the same order as lanczos(), so one row reproduces it
-            q[i] = _start_vector(starts[i], dim, dtype, device, generators[i])
+            q[i] = _start_vector(starts[i], dim, dtype, device, generators[i], tol)
     # The basis grows by doubling rather than holding max_iter vectors per row up front:
     # most warm-started runs converge in a few dozen steps.
     basis = torch.zeros((batch, min(steps, 16), dim), dtype=dtype, device=device)

@@ -203,7 +203,9 @@ def test_warm_start_accepts_a_dict_shaped_like_params():
     first = sharpness(loss_fn, params, tol=1e-5, return_info=True)
     as_dict = unflatten_params(first.eigenvectors[:, 0], params)
     again = sharpness(loss_fn, params, tol=1e-5, v0=as_dict, return_info=True)
-    assert again.num_hvps <= 3 and again.top == pytest.approx(first.top, rel=1e-4)
+    # From an exact eigenvector only the random admixture (sqrt(tol)) is left to resolve.
+    assert again.num_hvps <= first.num_hvps // 2
+    assert again.top == pytest.approx(first.top, rel=1e-4)
 
 
 @pytest.mark.parametrize("loss", ["mse", "xent"])
