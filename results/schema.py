@@ -50,6 +50,9 @@ TRIAL_SCHEMA = pa.schema(
         ("data_seed", pa.int64()),
         ("lambda0", pa.float64()),  # sharpness at initialization
         ("eta_c", pa.float64()),  # catapult estimate of the critical learning rate
+        ("eta_c_loss_evals", pa.int64()),  # loss evaluations the eta_c search took
+        ("eta_c_check_ratio", pa.float64()),  # loss ratio after steps at constant eta_c
+        ("eta_c_overshoots", pa.bool_()),  # those steps blew up: eta_c above the boundary
         ("final_train_loss", pa.float64()),
         ("final_train_accuracy", pa.float64()),
         ("final_test_loss", pa.float64()),

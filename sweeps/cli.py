@@ -199,6 +199,13 @@ def _probe(args: argparse.Namespace) -> int:
     for key, value in result.items():
         shown = f"{value:.6g}" if isinstance(value, float) else value
         print(f"{key:<26} {shown}")
+    if result.get("eta_c_overshoots"):
+        print(
+            "warning: training at the constant rate eta_c blows up (loss x"
+            f"{result['eta_c_check_ratio']:.3g}): the one-step estimate is above the divergence "
+            "boundary here, so eta_init: catapult would start unstable",
+            file=sys.stderr,
+        )
     return 0
 
 

@@ -134,6 +134,15 @@ class TrialConfig(BaseModel):
     lambda0` a multiple of `1 / lambda_H(0)` (measured at init by the trial).
     `eta_init` is an absolute number or `catapult` (start at the eta_c estimate).
     Steps count updates from 1; `warmup_steps: 1` means no warmup.
+
+    Sharpness is measured on `sharpness_batch`: `fixed` is one batch for the whole
+    run, `sharpness_batch_size` examples (default: the training batch size, so the
+    whole training set in full-batch runs, as in the paper's GD runs) drawn once from
+    `data_seed`; `current` is the paper's minibatch measurement, on the batch of the
+    update being taken, with lambda0 the mean over the first `lambda0_batches` batches.
+    eta_c is the crossing where one optimizer step starts to raise the loss, bisected
+    to a relative bracket of `catapult_rtol`, then checked by `catapult_check_steps`
+    steps at the constant rate eta_c (0: no check).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -162,13 +171,16 @@ class TrialConfig(BaseModel):
     data_seed: int = Field(default=0, ge=0)
 
     sharpness_every: int = Field(default=0, ge=0)
+    sharpness_batch: Literal["fixed", "current"] = "fixed"
     sharpness_batch_size: int | None = Field(default=None, gt=0)
+    lambda0_batches: int = Field(default=10, gt=0)
     sharpness_tol: float = Field(default=1e-3, gt=0)
     sharpness_max_iter: int = Field(default=100, gt=1)
     eval_every: int = Field(default=0, ge=0)
     measure_eta_c: bool = False
     checkpoint_every: int = Field(default=0, ge=0)  # 0: never (Ray Tune checkpoints)
-    catapult_delta: float = Field(default=0.1, gt=0)
+    catapult_rtol: float = Field(default=0.01, gt=0, lt=1)
+    catapult_check_steps: int = Field(default=10, ge=0)
 
     divergence_factor: float = Field(default=1000.0, gt=1)
     stuck_accuracy_factor: float = Field(default=1.5, gt=0)
@@ -205,6 +217,11 @@ class TrialConfig(BaseModel):
             )
         if is_text and self.loss != "xent":
             raise ValueError("loss: language modelling on dataset 'text' needs loss 'xent'")
+        if self.sharpness_batch == "current" and self.sharpness_batch_size is not None:
+            raise ValueError(
+                "sharpness_batch_size: applies to sharpness_batch 'fixed' only; "
+                "'current' measures on the training batch"
+            )
         absolute_init = self.eta_init != "catapult" and self.eta_trgt_relative_to == "absolute"
         if absolute_init and self.eta_init > self.eta_trgt:
             raise ValueError(f"eta_init: {self.eta_init} exceeds eta_trgt {self.eta_trgt}")

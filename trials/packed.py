@@ -65,7 +65,8 @@ MEMBER_FIELDS = frozenset(
         "init_seed",
         "simple_mup",
         "measure_eta_c",
-        "catapult_delta",
+        "catapult_rtol",
+        "catapult_check_steps",
         "divergence_factor",
         "stuck_accuracy_factor",
         "stuck_loss",
@@ -211,7 +212,10 @@ class _Pack:
         ]
         c = members[0].config
         self.sharp_opts = dict(tol=c.sharpness_tol, max_iter=c.sharpness_max_iter)
-        self.x_m, self.y_m = problem.measurement_batch()
+        # Coupled L2 weight decay of each member: part of the operator its update applies.
+        self.l2 = torch.zeros(k, dtype=self.params[next(iter(self.params))].dtype)
+        for g in self.groups:
+            self.l2[g.start : g.stop] = getattr(g.optimizer, "coupled_l2", 0.0)
 
     def _optimizer_groups(self) -> list[_OptGroup]:
         groups: list[_OptGroup] = []
@@ -226,22 +230,30 @@ class _Pack:
         """Per-member loss and accuracy, each of shape (K,)."""
         return self.per_member(self.forward(params, x), y)
 
-    def measure_losses(self, params: Params) -> torch.Tensor:
-        return self.losses(params, self.x_m, self.y_m)[0]
-
     def member_params(self, i: int) -> Params:
         """Member i's parameters as an unstacked leaf dict (for eta_c and checks)."""
         return {k: v[i].detach().clone().requires_grad_(True) for k, v in self.params.items()}
 
-    def sharpness(self, rows: list[bool], v0: list, precond: Params | None = None):
-        """Top eigenvalue (and eigenvector) of H, or of P^-1/2 H P^-1/2, for each row."""
-        op = _PackedHVP(self.measure_losses, self.params, self.live)
+    def sharpness(self, rows: list[bool], v0: list, t: int | None, precond: Params | None = None):
+        """Top eigenvalue (and eigenvector) of H, or of P^-1/2 (H + l2 I) P^-1/2, for each
+        row, on the measurement batches of update t (None: init; several batches are
+        averaged, as `trials.trial` does)."""
+        tops = [
+            self._sharpness(rows, v0, x, y, precond) for x, y in self.problem.measurement_batches(t)
+        ]
+        values = [sum(col) / len(tops) for col in zip(*(vals for vals, _ in tops), strict=True)]
+        return values, tops[0][1]
+
+    def _sharpness(self, rows, v0, x, y, precond):
+        op = _PackedHVP(lambda p: self.losses(p, x, y)[0], self.params, self.live)
         matvec = op
         if precond is not None:
             d_inv_sqrt = op.flatten(precond).rsqrt()
+            l2 = self.l2.to(op.dtype).view(-1, 1)
 
             def matvec(v: torch.Tensor) -> torch.Tensor:
-                return d_inv_sqrt * op(d_inv_sqrt * v)
+                u = d_inv_sqrt * v
+                return d_inv_sqrt * (op(u) + l2 * u)
 
         values, vectors, _ = batched_lanczos(
             matvec,
@@ -262,7 +274,8 @@ class _Pack:
         for g in self.groups:
             sliced = {k: v[g.start : g.stop] for k, v in grads.items()}
             if isinstance(g.optimizer, Adam):
-                peek = g.optimizer.peek_preconditioner(sliced)
+                params = {k: v[g.start : g.stop] for k, v in self.params.items()}
+                peek = g.optimizer.peek_preconditioner(params, sliced)
             else:
                 peek = {k: torch.ones_like(v) for k, v in sliced.items()}
             for k in parts:
@@ -334,15 +347,16 @@ def _train_pack(
             pack.freeze(i)
         finish(members[i])
 
-    lambda0, v_top = pack.sharpness([True] * k, [None] * k)
-    measure_loss = problem.loss_fn(pack.model, pack.x_m, pack.y_m)
+    lambda0, v_top = pack.sharpness([True] * k, [None] * k, None)
+    measure_loss = problem.loss_fn(pack.model, *problem.measurement_batches(1)[0])
     lr_table = torch.zeros((k, num_steps), dtype=torch.float64)
     for i, m in enumerate(members):
         c = m.config
         try:  # a member whose setup fails is an error of its own; the pack goes on
             m.out.update(lambda0=lambda0[i], eta_c=None)
             if c.eta_init == "catapult" or c.measure_eta_c:
-                m.out["eta_c"] = critical_lr(c, measure_loss, pack.member_params(i))
+                optimizer = make_optimizer(c, pack.model)
+                m.out.update(critical_lr(c, measure_loss, pack.member_params(i), optimizer))
             eta_trgt, eta_init, schedule = resolve_schedule(c, lambda0[i], m.out["eta_c"])
             m.out.update(eta_trgt=eta_trgt, eta_init=eta_init)
             lr_table[i] = schedule(torch.arange(1, num_steps + 1))
@@ -376,12 +390,12 @@ def _train_pack(
         grads = pack.mask(grads)  # a member that just diverged may have NaN gradients
         if measured_at(first.sharpness_every, t):
             live = [i in rows for i in range(k)]
-            if t > 1:  # at t = 1 the parameters are the init: reuse lambda0
-                sharp, vectors = pack.sharpness(live, v_top)
+            if t > 1 or first.sharpness_batch == "current":  # fixed batch at t = 1: lambda0
+                sharp, vectors = pack.sharpness(live, v_top, t)
                 v_top = [vectors[i] if live[i] else v_top[i] for i in range(k)]
             adam = [live[i] and members[i].config.optimizer.is_adam for i in range(k)]
             if any(adam):
-                pre, vectors = pack.sharpness(adam, v_pre, pack.preconditioner(grads))
+                pre, vectors = pack.sharpness(adam, v_pre, t, pack.preconditioner(grads))
                 v_pre = [vectors[i] if adam[i] else v_pre[i] for i in range(k)]
             for i, row in rows.items():
                 row["sharpness"] = sharp[i]
@@ -415,7 +429,7 @@ def _train_pack(
     test_loss, test_acc = pack.evaluate("test")
     final_sharp = [None] * k
     if first.sharpness_every:
-        final_sharp, _ = pack.sharpness([i in done for i in range(k)], v_top)
+        final_sharp, _ = pack.sharpness([i in done for i in range(k)], v_top, num_steps)
     for i in done:
         members[i].out["final_test_loss"] = test_loss[i]
         members[i].out["final_test_accuracy"] = test_acc[i]

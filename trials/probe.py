@@ -8,27 +8,29 @@ from typing import Any
 import torch
 
 from trials.config import TrialConfig
-from trials.trial import Problem, critical_lr, make_optimizer
-from warmup_core import curvature, stability
+from trials.trial import Problem, critical_lr, make_optimizer, with_l2
+from warmup_core import curvature
 
 
 def probe(config: TrialConfig, problem: Problem | None = None) -> dict[str, Any]:
     """Measure a config's initial curvature on its measurement batch (no training).
 
-    Returns lambda0, eta_c (catapult estimate), the largest stable learning rate
-    2/lambda0 (momentum-corrected for SGD), and for the Adam family the
-    pre-conditioned sharpness with the pre-conditioner of the first update and
-    the learning rate at which it meets Adam's threshold.
+    Returns lambda0, eta_c (catapult estimate for the configured optimizer, with its
+    check: whether steps at the constant rate eta_c blow up), the largest stable
+    rate from the optimizer's threshold at lambda0 (for SGD), and for the Adam family
+    the pre-conditioned sharpness of the first update's operator and the rate at
+    which it meets Adam's threshold.
     """
     start = time.perf_counter()
     problem = problem or Problem(config)
     model = problem.build_model(config.init_seed)
     params = {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
-    loss_fn = problem.loss_fn(model, *problem.measurement_batch())
+    loss_fns = [problem.loss_fn(model, x, y) for x, y in problem.measurement_batches(None)]
     gen = torch.Generator(problem.device).manual_seed(config.init_seed)
     opts = dict(tol=config.sharpness_tol, max_iter=config.sharpness_max_iter, generator=gen)
-    lambda0 = curvature.sharpness(loss_fn, params, **opts)
-    momentum = config.optimizer.momentum or 0.0
+    lambda0 = sum(curvature.sharpness(fn, params, **opts) for fn in loss_fns) / len(loss_fns)
+    optimizer = make_optimizer(config, model)
+    loss_fn = loss_fns[0]
     out: dict[str, Any] = {
         "model": config.model.name,
         "dataset": config.dataset.name,
@@ -36,17 +38,21 @@ def probe(config: TrialConfig, problem: Problem | None = None) -> dict[str, Any]
         "optimizer": config.optimizer.name,
         "init_loss": float(loss_fn(params).item()),
         "lambda0": lambda0,
-        "eta_c": critical_lr(config, loss_fn, params),
-        "sgd_max_stable_lr": (2 + 2 * momentum) / lambda0,
+        **critical_lr(config, loss_fn, params, optimizer),
     }
     out["eta_c_times_lambda0"] = out["eta_c"] * lambda0
     if config.optimizer.is_adam:
         loss = loss_fn(params)
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
-        precond = make_optimizer(config, model).peek_preconditioner(grads)
-        pre = curvature.preconditioned_sharpness(loss_fn, params, precond, **opts)
-        beta1 = 0.9 if config.optimizer.beta1 is None else config.optimizer.beta1
+        precond = optimizer.peek_preconditioner(params, grads)
+        pre = curvature.preconditioned_sharpness(
+            with_l2(loss_fn, optimizer.coupled_l2), params, precond, **opts
+        )
         out["preconditioned_sharpness"] = pre
-        out["adam_max_stable_lr"] = float(stability.adam_threshold(1.0, beta1=beta1)) / pre
+        out["adam_max_stable_lr"] = float(optimizer.stability_threshold(1.0)) / pre
+    else:
+        # The largest eta whose threshold still exceeds lambda0, from the threshold rule.
+        wd = optimizer.weight_decay  # threshold(eta) = C / eta - wd
+        out["sgd_max_stable_lr"] = (float(optimizer.stability_threshold(1.0)) + wd) / (lambda0 + wd)
     out["seconds"] = time.perf_counter() - start
     return out

@@ -16,8 +16,12 @@ Every ending writes its files when a results location is given.
 Row `step = t` of the steps table describes update t: its learning rate, the
 training loss and accuracy of its batch and the sharpness at the parameters
 it starts from (theta_{t-1}), and the stability threshold for its rate. For
-the Adam family, `preconditioned_sharpness` uses the pre-conditioner P_t
-that update t applies.
+the Adam family, `preconditioned_sharpness` is the top eigenvalue of the
+operator update t applies: `(P_t / m)^-1 (H + wd I)`, with the per-layer
+learning-rate multipliers m and coupled L2 weight decay wd (0 for AdamW's
+decoupled decay, which is left out). Sharpness is measured on the batch that
+`sharpness_batch` names (see `TrialConfig`), by Lanczos to a relative residual
+of `sharpness_tol`, warm-started from the previous top eigenvector.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from trials.config import TrialConfig
 from trials.data import Dataset, load_dataset
 from warmup_core import curvature, stability
 from warmup_core.models import WarmupModel, build_model
-from warmup_core.optim import Optimizer, build_optimizer, optimizer_family
+from warmup_core.optim import Optimizer, build_optimizer, optimizer_family, stability_threshold
 from warmup_core.schedules import Schedule
 
 STEP_COLUMNS = (
@@ -53,7 +57,6 @@ STEP_COLUMNS = (
     "test_accuracy",
 )
 EVAL_CHUNK = 4096  # examples per forward pass when evaluating a whole split
-DEFAULT_MEASUREMENT_BATCH = 2048
 
 Reporter = Callable[[dict[str, Any]], None]
 Checkpointer = Callable[[dict[str, Any]], None]
@@ -191,14 +194,27 @@ class Problem:
         return perm[i * b : (i + 1) * b].to(self.device)
 
     def measurement_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """Fixed batch on which sharpness is measured all run long."""
+        """The fixed batch of `sharpness_batch: fixed`: `sharpness_batch_size` examples
+        (default: the training batch size) drawn once from data_seed; the whole training
+        set when that covers it (full-batch runs measure on their training batch)."""
         n = len(self.x_train)
-        m = min(self.config.sharpness_batch_size or DEFAULT_MEASUREMENT_BATCH, n)
+        m = min(self.config.sharpness_batch_size or self.batch_size(), n)
         if m == n:
             return self.x_train, self.y_train
         gen = torch.Generator().manual_seed(self.config.data_seed + 1)
         idx = torch.randperm(n, generator=gen)[:m].to(self.device)
         return self.x_train[idx], self.y_train[idx]
+
+    def measurement_batches(self, t: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches whose mean loss defines the sharpness at update t (None: at init).
+
+        `fixed`: the one measurement batch. `current`: update t's training batch; at
+        init the first `lambda0_batches` batches (lambda0 is their mean sharpness).
+        """
+        if self.config.sharpness_batch == "fixed":
+            return [self.measurement_batch()]
+        steps = range(1, self.config.lambda0_batches + 1) if t is None else [t]
+        return [(self.x_train[self.batch(s)], self.y_train[self.batch(s)]) for s in steps]
 
     def stuck_loss(self) -> float:
         """Language-model 'did not learn' level: the unigram entropy of the training targets."""
@@ -211,10 +227,7 @@ class Problem:
 
 def threshold(config: TrialConfig, lr: float) -> float:
     """Stability threshold at learning rate `lr` for the configured optimizer."""
-    opt = config.optimizer
-    if opt.is_adam:
-        return stability.adam_threshold(lr, beta1=0.9 if opt.beta1 is None else opt.beta1)
-    return stability.sgd_threshold(lr, momentum=opt.momentum or 0.0)
+    return stability_threshold(config.optimizer.name, lr, **config.optimizer.options())
 
 
 def make_optimizer(config: TrialConfig, model: WarmupModel) -> Optimizer:
@@ -225,20 +238,30 @@ def make_optimizer(config: TrialConfig, model: WarmupModel) -> Optimizer:
     )
 
 
-def critical_lr(config: TrialConfig, loss_fn, params) -> float:
-    """Catapult estimate of eta_c at `params` for the configured optimizer's first step."""
-    opt = config.optimizer
-    step_fn = None
-    if opt.is_adam:
-        step_fn = stability.adam_step(
-            beta1=0.9 if opt.beta1 is None else opt.beta1,
-            beta2=0.999 if opt.beta2 is None else opt.beta2,
-            eps=1e-8 if opt.eps is None else opt.eps,
-            gi=opt.name == "gi-adam",
-        )
-    return stability.critical_learning_rate(
-        loss_fn, params, optimizer=step_fn, delta=config.catapult_delta
+def critical_lr(config: TrialConfig, loss_fn, params, optimizer: Optimizer) -> dict[str, Any]:
+    """Catapult estimate of eta_c at `params` for the configured optimizer's update
+    (multipliers included), with the number of loss evaluations and its check."""
+    info = stability.critical_learning_rate(
+        loss_fn,
+        params,
+        optimizer=optimizer.step_fn(),
+        eta_rtol=config.catapult_rtol,
+        check_steps=config.catapult_check_steps,
+        return_info=True,
     )
+    return {
+        "eta_c": info.eta_c,
+        "eta_c_loss_evals": info.num_loss_evals,
+        "eta_c_check_ratio": info.check_ratio,
+        "eta_c_overshoots": info.overshoots,
+    }
+
+
+def with_l2(loss_fn: Callable, l2: float) -> Callable:
+    """`loss_fn` plus `l2 / 2 * |theta|^2`: its Hessian is H + l2 I (coupled weight decay)."""
+    if not l2:
+        return loss_fn
+    return lambda params: loss_fn(params) + 0.5 * l2 * sum(p.pow(2).sum() for p in params.values())
 
 
 def is_diverged(config: TrialConfig, loss: float, loss0: float) -> bool:
@@ -331,20 +354,26 @@ def _train(
     """
     model = problem.build_model(config.init_seed)
     params = _leaf_params(model)
-    x_m, y_m = problem.measurement_batch()
-    measure_loss = problem.loss_fn(model, x_m, y_m)
+
+    def measure_loss(t: int | None):
+        """Loss functions whose Hessian is the one measured at update t (None: init)."""
+        return [problem.loss_fn(model, x, y) for x, y in problem.measurement_batches(t)]
+
     lanczos_gen = torch.Generator(problem.device).manual_seed(config.init_seed)
     sharp_opts = dict(tol=config.sharpness_tol, max_iter=config.sharpness_max_iter)
     optimizer = make_optimizer(config, model)
+    l2 = getattr(optimizer, "coupled_l2", 0.0)
 
     if resume is None:
-        top = curvature.sharpness(
-            measure_loss, params, generator=lanczos_gen, return_info=True, **sharp_opts
-        )
-        lambda0, v_top, v_pre, loss0, first = top.top, top.eigenvectors[:, 0], None, None, 1
+        tops = [
+            curvature.sharpness(fn, params, generator=lanczos_gen, return_info=True, **sharp_opts)
+            for fn in measure_loss(None)
+        ]
+        lambda0, top = sum(top.top for top in tops) / len(tops), tops[0]
+        v_top, v_pre, loss0, first = top.eigenvectors[:, 0], None, None, 1
         out: dict[str, Any] = {"lambda0": lambda0, "eta_c": None}
         if config.eta_init == "catapult" or config.measure_eta_c:
-            out["eta_c"] = critical_lr(config, measure_loss, params)
+            out.update(critical_lr(config, measure_loss(1)[0], params, optimizer))
     else:
         with torch.no_grad():
             for name, value in resume["params"].items():
@@ -371,9 +400,9 @@ def _train(
             return out
         grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
         if measured_at(config.sharpness_every, t):
-            if t > 1:  # at t = 1 the parameters are the init: reuse lambda0
+            if t > 1 or config.sharpness_batch == "current":  # fixed batch at t = 1: lambda0
                 top = curvature.sharpness(
-                    measure_loss,
+                    measure_loss(t),
                     params,
                     v0=v_top,
                     generator=lanczos_gen,
@@ -383,9 +412,9 @@ def _train(
                 v_top = top.eigenvectors[:, 0]
             row["sharpness"] = top.top
             if config.optimizer.is_adam:
-                precond = optimizer.peek_preconditioner(grads)
+                precond = optimizer.peek_preconditioner(params, grads)
                 pre = curvature.preconditioned_sharpness(
-                    measure_loss,
+                    [with_l2(fn, l2) for fn in measure_loss(t)],
                     params,
                     precond,
                     v0=v_pre,
@@ -425,7 +454,7 @@ def _train(
     out["final_test_loss"], out["final_test_accuracy"] = problem.evaluate(model, params, "test")
     if config.sharpness_every:
         out["final_sharpness"] = curvature.sharpness(
-            measure_loss, params, v0=v_top, generator=lanczos_gen, **sharp_opts
+            measure_loss(config.num_steps), params, v0=v_top, generator=lanczos_gen, **sharp_opts
         )
     return out
 
