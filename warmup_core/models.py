@@ -234,6 +234,21 @@ class WideResNet(WarmupModel):
         return self.readout(x.mean(dim=(2, 3)))
 
 
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """softmax(q k^T * scale + causal mask) v over (..., T, head_dim) tensors.
+
+    Written out rather than calling `F.scaled_dot_product_attention`: its fused
+    kernels (CPU flash, CUDA flash and memory-efficient) have no double backward,
+    and every curvature measurement needs one (Hessian-vector products).
+    """
+    t = q.shape[-2]
+    future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+    scores = (q @ k.transpose(-2, -1)) * scale
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1) @ v
+
+
 class _TransformerBlock(nn.Module):
     def __init__(self, d_model: int, heads: int, param: Parameterization) -> None:
         super().__init__()
@@ -250,7 +265,7 @@ class _TransformerBlock(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attn_scale)
+        y = causal_attention(q, k, v, self.attn_scale)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
         return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
 

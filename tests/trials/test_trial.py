@@ -331,3 +331,21 @@ def test_gi_adam_removes_the_initial_preconditioned_sharpness_spike() -> None:
     gi = run_trial(tiny(optimizer={"name": "gi-adam"}, eta_trgt=1e-3, num_steps=1))
     assert adam.summary["lambda0"] == pytest.approx(gi.summary["lambda0"])
     assert gi.steps["preconditioned_sharpness"][0] < adam.steps["preconditioned_sharpness"][0] / 10
+
+
+def test_transformer_trains_with_sharpness_every_step():
+    config = TrialConfig(
+        model={"name": "transformer", "width": 8, "depth": 1, "heads": 2},
+        dataset={"name": "text", "train_size": 16, "test_size": 8, "context": 8},
+        loss="xent",
+        num_steps=3,
+        eta_trgt=0.05,
+        sharpness_every=1,
+        sharpness_max_iter=10,
+        sharpness_tol=1e-2,
+        device="cpu",
+    )
+    result = run_trial(config)
+    assert result.status in ("completed", "stuck"), result.summary.get("error")
+    assert result.summary["lambda0"] > 0
+    assert all(s is not None and s > 0 for s in result.steps["sharpness"])
