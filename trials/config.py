@@ -145,6 +145,7 @@ class TrialConfig(BaseModel):
     init_scale: float = Field(default=2.0, gt=0)
     last_init_scale: float = Field(default=1.0, gt=0)
     simple_mup: bool = False
+    mup_constants: Literal["paper", "unit"] = "paper"
     optimizer: OptimizerConfig = OptimizerConfig()
 
     eta_trgt: float = Field(default=1.0, gt=0)

@@ -63,7 +63,6 @@ MEMBER_FIELDS = frozenset(
         "optimizer",
         "init_scale",
         "init_seed",
-        "simple_mup",
         "measure_eta_c",
         "catapult_delta",
         "divergence_factor",

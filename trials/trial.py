@@ -39,6 +39,7 @@ from trials.data import Dataset, load_dataset
 from warmup_core import curvature, stability
 from warmup_core.models import WarmupModel, build_model
 from warmup_core.optim import Optimizer, build_optimizer, optimizer_family
+from warmup_core.parameterization import Parameterization
 from warmup_core.schedules import Schedule
 
 STEP_COLUMNS = (
@@ -116,9 +117,13 @@ class Problem:
             c.model.name,
             in_shape=self.data.input_shape,
             out_dim=self.num_classes,
-            parameterization=c.parameterization,
-            init_scale=c.init_scale if init_scale is None else init_scale,
-            last_init_scale=c.last_init_scale,
+            parameterization=Parameterization(
+                c.parameterization,
+                init_scale=c.init_scale if init_scale is None else init_scale,
+                last_init_scale=c.last_init_scale,
+                simple_mup=c.simple_mup,
+                mup_constants=c.mup_constants,
+            ),
             seed=init_seed,
             **c.model.options(),
         ).to(self.device, self.dtype)

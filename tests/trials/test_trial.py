@@ -349,3 +349,19 @@ def test_transformer_trains_with_sharpness_every_step():
     assert result.status in ("completed", "stuck"), result.summary.get("error")
     assert result.summary["lambda0"] > 0
     assert all(s is not None and s > 0 for s in result.steps["sharpness"])
+
+
+@pytest.mark.parametrize("simple, hidden_rate", [(False, 1 / 16), (True, 1.0)])
+def test_simple_mup_reaches_the_learning_rate_multipliers(simple, hidden_rate):
+    from trials.trial import make_optimizer
+
+    config = TrialConfig(
+        **{**TINY, "model": {"name": "fcn", "width": 16, "depth": 3}},
+        parameterization="mup",
+        optimizer={"name": "adam"},
+        simple_mup=simple,
+    )
+    model = Problem(config).build_model(0)
+    rates = make_optimizer(config, model).lr_multipliers
+    assert rates["layers.1.weight"] == pytest.approx(hidden_rate)  # hidden: 1/width unless simple
+    assert rates["layers.2.weight"] == pytest.approx(1.0 if simple else 1 / 4)  # readout 1/sqrt(16)
