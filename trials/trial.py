@@ -37,7 +37,7 @@ from torch.func import functional_call
 from trials.config import TrialConfig
 from trials.data import Dataset, load_dataset
 from warmup_core import curvature, stability
-from warmup_core.models import WarmupModel, build_model
+from warmup_core.models import MODEL_REGISTRY, WarmupModel, build_model
 from warmup_core.optim import Optimizer, build_optimizer, optimizer_family
 from warmup_core.parameterization import Parameterization
 from warmup_core.schedules import Schedule
@@ -102,6 +102,8 @@ class Problem:
             seed=config.data_seed,
             **ds.loader_options(),
         )
+        if data.kind == "vector" and "vector" not in MODEL_REGISTRY.get(config.model.name).inputs:
+            data = data.as_images()  # e.g. digits as 1x8x8 for the convolutional models
         self.data = data
         self.is_text = data.kind == "text"
         cast = (lambda t: t.to(self.device, self.dtype)) if not self.is_text else None

@@ -365,3 +365,40 @@ def test_simple_mup_reaches_the_learning_rate_multipliers(simple, hidden_rate):
     rates = make_optimizer(config, model).lr_multipliers
     assert rates["layers.1.weight"] == pytest.approx(hidden_rate)  # hidden: 1/width unless simple
     assert rates["layers.2.weight"] == pytest.approx(1.0 if simple else 1 / 4)  # readout 1/sqrt(16)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "myrtle", "width": 4, "depth": 5},
+        {"name": "wrn", "depth": 10, "widen": 1, "base_channels": 4},
+    ],
+)
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        {"name": "digits", "train_size": 32, "test_size": 16},
+        {
+            "name": "gaussian",
+            "train_size": 32,
+            "test_size": 16,
+            "dim": 64,
+            "image_shape": [1, 8, 8],
+        },
+    ],
+)
+def test_convolutional_models_train_on_8x8_images_without_cifar(model, dataset):
+    config = TrialConfig(
+        model=model,
+        dataset=dataset,
+        num_steps=2,
+        eta_trgt=0.01,
+        sharpness_every=1,
+        sharpness_max_iter=5,
+        device="cpu",
+    )
+    problem = Problem(config)
+    assert tuple(problem.x_train.shape[1:]) == (1, 8, 8)
+    result = run_trial(config, problem=problem)
+    assert result.status in ("completed", "stuck"), result.summary.get("error")
+    assert all(s is not None for s in result.steps["sharpness"])
