@@ -382,7 +382,7 @@ MODEL_REGISTRY.register(
         "myrtle",
         _builder(Myrtle, lambda shape, out: (shape[0], out)),
         {"depth": Option(int, 5, choices=tuple(Myrtle.STAGES)), "width": _positive(64)},
-        description="Myrtle CNN, two 2x2 average pools (needs H, W divisible by 4)",
+        description="Myrtle CNN with two 2x2 average pools",
         inputs=frozenset({"image"}),
     )
 )

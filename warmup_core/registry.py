@@ -141,6 +141,12 @@ class Registry(Generic[E]):
             version = ep.dist.version if ep.dist is not None else "?"
             self._entries[ep.name] = _with_source(entry, f"plugin {dist} {version}")
 
+    def refresh(self) -> None:
+        """Forget loaded plugins, so the next lookup sees packages installed since."""
+        self._entries = {name: self._entries[name] for name in self._builtin}
+        self._broken.clear()
+        self._plugins_loaded = False
+
     def names(self, plugins: bool = True) -> tuple[str, ...]:
         """Registered names: built-ins first, then installed plugins."""
         if not plugins:
