@@ -51,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     probe.add_argument("spec_or_trial", help="a spec (its base is probed) or a trial config YAML")
     probe.add_argument("--json", action="store_true")
 
-    sub.add_parser("specs", help="list bundled specs")
+    sub.add_parser("specs", help="list bundled specs, models and datasets (plugins too)")
 
     bench = sub.add_parser("bench", help="benchmarks that print ratios side by side")
     bench.add_argument("which", choices=["sharpness", "overhead", "packing"])
@@ -215,6 +215,16 @@ def _specs(args: argparse.Namespace) -> int:
     for name, path in bundled_specs().items():
         spec, _ = load_spec(path)
         print(f"{name:<24} {spec.description.strip().splitlines()[0] if spec.description else ''}")
+    from trials.data import DATASET_REGISTRY
+    from warmup_core.models import MODEL_REGISTRY
+
+    for registry in (MODEL_REGISTRY, DATASET_REGISTRY):
+        print(f"\n{registry.kind}s (built-in and installed plugins):")
+        for entry in registry.entries():
+            options = ", ".join(f"{k}: {o.describe()}" for k, o in entry.options.items())
+            print(f"  {entry.name:<12} {entry.source:<28} {entry.description}")
+            if options:
+                print(f"  {'':<12} options: {options}")
     return 0
 
 

@@ -13,13 +13,14 @@ packing does not pay, as for compute-bound models.
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 
 import torch
 
 from sweeps.spec import PlannedTrial
 from trials.config import TrialConfig
-from trials.packed import pack_key, training_rates
+from trials.packed import pack_key, training_rates, unpackable_reason
 from trials.trial import Problem, resolve_device
 
 MAX_PACK = 64
@@ -104,15 +105,39 @@ def auto_pack_size(
     return best
 
 
+def unpackable_models(groups: Sequence[Sequence[PlannedTrial]]) -> dict[str, str]:
+    """Models (by name) of these pack groups that cannot run packed, with the reason."""
+    reasons: dict[str, str] = {}
+    for group in groups:
+        config = group[0].config
+        if config.model.name not in reasons:
+            reason = unpackable_reason(Problem(config), config)
+            if reason is not None:
+                reasons[config.model.name] = reason
+    return reasons
+
+
 def resolve_pack_size(pack_size: int | str, planned: Sequence[PlannedTrial], cpus: float) -> int:
-    """`pack_size` as a number: `auto` is calibrated on the first trial of the largest group."""
-    if pack_size != "auto":
-        return int(pack_size)
-    if not planned:
+    """`pack_size` as a number: `auto` is calibrated on the first trial of the largest group.
+
+    When a model of the sweep cannot run packed (a plugin whose forward vmap refuses),
+    says so once on stderr and returns 1: the sweep runs unpacked.
+    """
+    if pack_size == 1 or not planned:
         return 1
     groups: dict[str, list[PlannedTrial]] = {}
     for p in planned:
         groups.setdefault(pack_key(p.config), []).append(p)
+    unpackable = unpackable_models(list(groups.values()))
+    for name, reason in unpackable.items():
+        print(
+            f"pack_size: model {name!r} cannot run packed ({reason}); running the sweep unpacked",
+            file=sys.stderr,
+        )
+    if unpackable:
+        return 1
+    if pack_size != "auto":
+        return int(pack_size)
     largest = max(groups.values(), key=len)
     if len(largest) == 1:
         return 1

@@ -136,8 +136,15 @@ class PlannedTrial:
 def _format_validation(exc: ValidationError, prefix: str) -> str:
     lines = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+        parts = [str(p) for p in (prefix, *err["loc"]) if p != ""]
         msg = err["msg"].removeprefix("Value error, ")
+        # Section validators name their field from the section down ("model.width: ...").
+        head = msg.split(":", 1)[0]
+        if parts and "." in head and " " not in head and head.split(".")[0] == parts[-1]:
+            parts.pop()
+            msg = f"{'.'.join(parts)}.{msg}" if parts else msg
+            parts = []
+        loc = ".".join(parts)
         lines.append(f"{loc}: {msg}" if loc else msg)
     return "; ".join(lines)
 

@@ -13,19 +13,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from trials.data import DATASET_OPTIONS, DATASETS
-from warmup_core.models import MODELS
+from trials.data import DATASET_REGISTRY
+from warmup_core.models import MODEL_REGISTRY
 from warmup_core.optim import ADAM_FAMILY, OPTIMIZERS
 from warmup_core.parameterization import PARAMETERIZATIONS
 from warmup_core.schedules import DECAYS, WARMUP_SHAPES
 
-# Options each model and optimizer accepts (besides its name); others are refused.
-MODEL_OPTIONS = {
-    "fcn": ("width", "depth", "activation", "bias"),
-    "myrtle": ("width", "depth"),
-    "wrn": ("depth", "widen", "base_channels"),
-    "transformer": ("width", "depth", "heads"),
-}
+# Options each optimizer accepts (besides its name); others are refused.
 OPTIMIZER_OPTIONS = {
     "sgd": ("momentum", "nesterov", "weight_decay"),
     **{name: ("beta1", "beta2", "eps", "weight_decay") for name in ADAM_FAMILY},
@@ -55,53 +49,57 @@ def _choice(field: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
+def _resolve_entry(registry: Any, data: Any, common: tuple[str, ...] = ()) -> Any:
+    """`data` with the entry's options checked and every unset one at its default."""
+    if not isinstance(data, dict):
+        return data  # pydantic reports the wrong type
+    name = data.get("name", "digits" if registry is DATASET_REGISTRY else "fcn")
+    if not isinstance(name, str):
+        raise ValueError(f"{registry.kind}.name: must be a string, got {name!r}")
+    options = {k: v for k, v in data.items() if k != "name" and k not in common}
+    resolved = registry.resolve(name, options)
+    return {"name": name, **{k: data[k] for k in common if k in data}, **resolved}
+
+
 class ModelConfig(_Strict):
-    """Architecture: `name` and its options (e.g. fcn width and depth)."""
+    """Architecture: `name` and its options, every one resolved (registry defaults)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str = "fcn"
-    width: int | None = Field(default=None, gt=0)
-    depth: int | None = Field(default=None, gt=0)
-    activation: str | None = None
-    bias: bool | None = None
-    heads: int | None = Field(default=None, gt=0)
-    widen: int | None = Field(default=None, gt=0)
-    base_channels: int | None = Field(default=None, gt=0)
 
-    @model_validator(mode="after")
-    def _valid(self) -> ModelConfig:
-        _choice("model.name", self.name, MODELS)
-        self._check_options(MODEL_OPTIONS, "model")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        return _resolve_entry(MODEL_REGISTRY, data)
+
+
+_DATASET_COMMON = ("train_size", "test_size", "data_dir", "standardize")
 
 
 class DatasetConfig(_Strict):
-    """Data: `name`, subset sizes, where archives live, and dataset options."""
+    """Data: `name`, subset sizes, where archives live, and the dataset's own options."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     name: str = "digits"
     train_size: int | None = Field(default=None, gt=0)
     test_size: int | None = Field(default=None, gt=0)
     data_dir: str | None = None
     standardize: bool = True
-    as_image: bool | None = None
-    dim: int | None = Field(default=None, gt=0)
-    num_classes: int | None = Field(default=None, gt=1)
-    separation: float | None = Field(default=None, gt=0)
-    noise: float | None = Field(default=None, gt=0)
-    path: str | None = None
-    context: int | None = Field(default=None, gt=0)
 
-    @model_validator(mode="after")
-    def _valid(self) -> DatasetConfig:
-        _choice("dataset.name", self.name, DATASETS)
-        common = ("train_size", "test_size", "data_dir", "standardize")
-        allowed = {name: (*common, *opts) for name, opts in DATASET_OPTIONS.items()}
-        self._check_options(allowed, "dataset")
-        return self
+    @model_validator(mode="before")
+    @classmethod
+    def _resolve(cls, data: Any) -> Any:
+        return _resolve_entry(DATASET_REGISTRY, data, _DATASET_COMMON)
 
     def loader_options(self) -> dict[str, Any]:
         """Dataset-specific keyword options for `trials.data.load_dataset`."""
-        common = ("train_size", "test_size", "data_dir", "standardize")
-        return {k: v for k, v in self.options().items() if k not in common}
+        return dict(self.model_extra or {})
+
+    def kinds(self) -> frozenset[str]:
+        """Input kinds ('vector', 'image', 'text') this dataset can give a model."""
+        return DATASET_REGISTRY.get(self.name).kinds(self.loader_options())
 
 
 class OptimizerConfig(_Strict):
@@ -119,6 +117,8 @@ class OptimizerConfig(_Strict):
     def _valid(self) -> OptimizerConfig:
         _choice("optimizer.name", self.name, OPTIMIZERS)
         self._check_options(OPTIMIZER_OPTIONS, "optimizer")
+        if self.nesterov and not self.momentum:
+            raise ValueError("optimizer.nesterov: needs optimizer.momentum > 0")
         return self
 
     @property
@@ -154,6 +154,7 @@ class TrialConfig(BaseModel):
     init_scale: float = Field(default=2.0, gt=0)
     last_init_scale: float = Field(default=1.0, gt=0)
     simple_mup: bool = False
+    mup_constants: Literal["paper", "unit"] = "paper"
     optimizer: OptimizerConfig = OptimizerConfig()
 
     eta_trgt: float = Field(default=1.0, gt=0)
@@ -209,14 +210,23 @@ class TrialConfig(BaseModel):
         _choice("decay", self.decay, DECAYS)
         if self.warmup_shape is not None:
             _choice("warmup_shape", self.warmup_shape, WARMUP_SHAPES)
-        is_text = self.dataset.name == "text"
-        if is_text != (self.model.name == "transformer"):
+        model = MODEL_REGISTRY.get(self.model.name)
+        kinds = self.dataset.kinds()
+        if not model.inputs & kinds:
             raise ValueError(
-                "model.name: the transformer is for dataset 'text' only, and 'text' needs it; "
-                f"got model {self.model.name!r} with dataset {self.dataset.name!r}"
+                f"model.name: model {self.model.name!r} takes {' or '.join(sorted(model.inputs))} "
+                f"inputs; dataset {self.dataset.name!r} gives {' or '.join(sorted(kinds))}"
+                + (" (set dataset.image_shape)" if self.dataset.name == "gaussian" else "")
             )
-        if is_text and self.loss != "xent":
-            raise ValueError("loss: language modelling on dataset 'text' needs loss 'xent'")
+        if self.parameterization not in model.parameterizations:
+            raise ValueError(
+                f"parameterization: model {self.model.name!r} supports "
+                f"{', '.join(model.parameterizations)}, not {self.parameterization!r}"
+            )
+        if "text" in kinds and self.loss != "xent":
+            raise ValueError(
+                f"loss: language modelling on dataset {self.dataset.name!r} needs loss 'xent'"
+            )
         if self.sharpness_batch == "current" and self.sharpness_batch_size is not None:
             raise ValueError(
                 "sharpness_batch_size: applies to sharpness_batch 'fixed' only; "
@@ -242,14 +252,15 @@ class TrialConfig(BaseModel):
         return "zero" if self.eta_init == 0 else "value"
 
     def trial_id(self) -> str:
-        """Stable id of this resolved config: equal configs, equal ids, on any machine."""
-        # Only values that differ from the defaults count, so a new field (with a default
-        # that keeps old behaviour) does not change existing ids. Checkpoint frequency and
-        # where the data lives on this machine cannot change results: not part of the id.
+        """Stable id of this resolved config: equal configs, equal ids, on any machine.
+
+        The config holds every default (model and dataset options resolved from their
+        registries), and the id hashes all of it, so changing a default changes the ids
+        it affects. Checkpoint frequency and where the data lives on this machine cannot
+        change results: they are not part of the id.
+        """
         fields = self.model_dump(
-            mode="json",
-            exclude_defaults=True,
-            exclude={"checkpoint_every": True, "dataset": {"data_dir"}},
+            mode="json", exclude={"checkpoint_every": True, "dataset": {"data_dir"}}
         )
         canonical = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
@@ -263,7 +274,13 @@ class TrialConfig(BaseModel):
         for key, value in self.model_dump().items():
             if isinstance(value, dict):
                 out[key] = value.pop("name")
-                out.update({f"{key}_{k}": v for k, v in value.items() if k != "data_dir"})
+                out.update(
+                    {
+                        f"{key}_{k}": json.dumps(v) if isinstance(v, list) else v
+                        for k, v in value.items()
+                        if k != "data_dir"
+                    }
+                )
             else:
                 out[key] = value
         out["warmup_shape"] = self.resolved_warmup_shape

@@ -7,6 +7,9 @@ so tests and the quickstart run on any machine.
 
 Every loader returns a `Dataset` of tensors already on the CPU: float32 inputs and
 int64 labels for classification, int64 token windows and next-token targets for text.
+Datasets are built by name through `DATASET_REGISTRY`, whose entries hold every
+option's default; installed plugins add entries through the
+`warmup_sweeps.datasets` entry-point group.
 """
 
 from __future__ import annotations
@@ -21,14 +24,15 @@ import pickle
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-DATASETS: tuple[str, ...] = ("cifar10", "cifar100", "digits", "gaussian", "text")
+from warmup_core.registry import Entry, Option, Registry
+
 DATA_DIR_ENV = "WARMUP_SWEEPS_DATA"
 
 
@@ -54,6 +58,21 @@ class Dataset:
     kind: str
     vocab: tuple[str, ...] | None = None
     source: str = ""  # where the data came from (file, archive or generator), for provenance
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) of vector data that are images
+
+    def as_images(self) -> Dataset:
+        """This dataset with inputs shaped (N, C, H, W) (itself if they already are)."""
+        if self.kind == "image":
+            return self
+        if self.image_shape is None:
+            raise DataError(f"dataset.name: {self.name!r} has no image shape")
+        shape = (-1, *self.image_shape)
+        return replace(
+            self,
+            x_train=self.x_train.reshape(shape),
+            x_test=self.x_test.reshape(shape),
+            kind="image",
+        )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -87,25 +106,52 @@ def load_dataset(
     `separation`, `noise`; text `path`, `context`. Only CIFAR reads `data_dir` (else the
     WARMUP_SWEEPS_DATA variable); the other datasets ignore it, so callers can pass it always.
     """
-    if name not in _LOADERS:
-        raise ValueError(f"dataset.name: unknown dataset {name!r}; allowed: {', '.join(DATASETS)}")
+    entry = DATASET_REGISTRY.get(name)
     for field, size in (("train_size", train_size), ("test_size", test_size)):
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"dataset.{field}: must be a positive integer or None, got {size!r}")
-    allowed = DATASET_OPTIONS[name]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(
-            f"dataset.{unknown[0]}: not an option of dataset {name!r}; "
-            f"allowed: {', '.join(allowed) or '(none)'}"
-        )
-    return _LOADERS[name](
+    resolved = DATASET_REGISTRY.resolve(name, options)
+    out = entry.builder(
         train_size=train_size,
         test_size=test_size,
         data_dir=data_dir,
         standardize=standardize,
         seed=seed,
-        **options,
+        **resolved,
+    )
+    if isinstance(out, Dataset):
+        return out
+    return _from_tensors(entry, out)
+
+
+def _from_tensors(entry: DatasetEntry, out: Any) -> Dataset:
+    """A plugin's (x_train, y_train, x_test, y_test) as a `Dataset`, checked."""
+    where = f"dataset {entry.name!r} ({entry.source})"
+    if not (isinstance(out, tuple | list) and len(out) == 4):
+        raise DataError(f"{where}: the builder must return (x_train, y_train, x_test, y_test)")
+    x_tr, y_tr, x_te, y_te = (torch.as_tensor(t) for t in out)
+    for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
+        if x.ndim not in (2, 4) or y.ndim != 1 or len(x) != len(y) or len(x) == 0:
+            raise DataError(
+                f"{where}: {split} inputs must be (N, D) or (N, C, H, W) with labels (N,); "
+                f"got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        if not x.is_floating_point() or y.dtype not in (torch.int64, torch.int32):
+            raise DataError(f"{where}: {split} inputs must be float and labels integer")
+    if x_tr.shape[1:] != x_te.shape[1:]:
+        raise DataError(f"{where}: train and test inputs differ in shape")
+    num_classes = int(max(y_tr.max(), y_te.max())) + 1
+    if min(int(y_tr.min()), int(y_te.min())) < 0 or num_classes < 2:
+        raise DataError(f"{where}: labels must be 0..C-1 with C >= 2 classes")
+    return Dataset(
+        name=entry.name,
+        x_train=x_tr.float().contiguous(),
+        y_train=y_tr.long().contiguous(),
+        x_test=x_te.float().contiguous(),
+        y_test=y_te.long().contiguous(),
+        num_classes=num_classes,
+        kind="image" if x_tr.ndim == 4 else "vector",
+        source=entry.source,
     )
 
 
@@ -429,7 +475,7 @@ def _load_digits(
     data_dir: str | None,
     standardize: bool,
     seed: int,
-    as_image: bool = False,
+    as_image: bool,
 ) -> Dataset:
     from sklearn.datasets import load_digits  # bundled with scikit-learn, no download
 
@@ -452,7 +498,7 @@ def _load_digits(
     kind = "vector"
     if as_image:
         x_train, x_test, kind = x_train.reshape(-1, 1, 8, 8), x_test.reshape(-1, 1, 8, 8), "image"
-    return _classification(
+    dataset = _classification(
         "digits",
         kind,
         10,
@@ -462,6 +508,7 @@ def _load_digits(
         y_all[test_idx],
         source="sklearn.datasets.load_digits",
     )
+    return replace(dataset, image_shape=(1, 8, 8))
 
 
 # ---------------------------------------------------------------------------
@@ -479,24 +526,18 @@ def _load_gaussian(
     data_dir: str | None,
     standardize: bool,
     seed: int,
-    dim: int = 32,
-    num_classes: int = 10,
-    separation: float = 3.0,
-    noise: float = 1.0,
+    dim: int,
+    num_classes: int,
+    separation: float,
+    noise: float,
+    image_shape: list[int] | None,
 ) -> Dataset:
     """One isotropic Gaussian per class: x = mu_y + noise * N(0, I).
 
     Class means are random directions of norm `separation`, so two means lie about
     `separation * sqrt(2)` apart while the noise along that line has std `noise`.
+    `image_shape` (C, H, W with C*H*W = dim) lets convolutional models read them.
     """
-    for field, value in (("dim", dim), ("num_classes", num_classes)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"dataset.{field}: must be a positive integer, got {value!r}")
-    if num_classes < 2:
-        raise ValueError(f"dataset.num_classes: need at least 2 classes, got {num_classes}")
-    for field, value in (("separation", separation), ("noise", noise)):
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise ValueError(f"dataset.{field}: must be a non-negative number, got {value!r}")
 
     means_rng, train_rng, test_rng = (
         np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(3)
@@ -516,9 +557,10 @@ def _load_gaussian(
     source = (
         f"gaussian(dim={dim}, num_classes={num_classes}, separation={separation}, noise={noise})"
     )
-    return _classification(
+    dataset = _classification(
         "gaussian", "vector", num_classes, x_train, y_train, x_test, y_test, source
     )
+    return replace(dataset, image_shape=tuple(image_shape) if image_shape else None)
 
 
 # ---------------------------------------------------------------------------
@@ -571,11 +613,9 @@ def _load_text(
     data_dir: str | None,
     standardize: bool,
     seed: int,
-    path: str | None = None,
-    context: int = 64,
+    path: str | None,
+    context: int,
 ) -> Dataset:
-    if isinstance(context, bool) or not isinstance(context, int) or context < 1:
-        raise ValueError(f"dataset.context: must be a positive integer, got {context!r}")
     if path is None:
         text, source = default_text(), "default: Zen of Python + " + ", ".join(DEFAULT_TEXT_MODULES)
     else:
@@ -623,19 +663,81 @@ def _load_text(
 # Registry
 # ---------------------------------------------------------------------------
 
-_LOADERS: dict[str, Callable[..., Dataset]] = {
-    "cifar10": _load_cifar10,
-    "cifar100": _load_cifar100,
-    "digits": _load_digits,
-    "gaussian": _load_gaussian,
-    "text": _load_text,
-}
-# Dataset-specific keyword options, checked before loading so a typo fails with its name.
-DATASET_OPTIONS: dict[str, tuple[str, ...]] = {
-    "cifar10": (),
-    "cifar100": (),
-    "digits": ("as_image",),
-    "gaussian": ("dim", "num_classes", "separation", "noise"),
-    "text": ("path", "context"),
-}
-assert tuple(_LOADERS) == DATASETS
+
+@dataclass(frozen=True)
+class DatasetEntry(Entry):
+    """A dataset: `builder(*, train_size, test_size, data_dir, standardize, seed, **options)`.
+
+    The builder returns a `Dataset`, or (x_train, y_train, x_test, y_test) tensors:
+    float inputs (N, D) or (N, C, H, W) and int64 labels 0..C-1. It must be a pure
+    function of its arguments (`seed` is the trial's `data_seed`); sizes of None
+    mean the builder's own default. `kind` is what its inputs are ('vector',
+    'image' or 'text'); `image_shape(options)` gives (C, H, W) when vector inputs
+    can also be read as images (None when they cannot).
+    """
+
+    kind: str = "vector"
+    image_shape: Callable[[dict[str, Any]], tuple[int, ...] | None] | None = None
+
+    def kinds(self, options: dict[str, Any]) -> frozenset[str]:
+        """Input kinds this dataset can serve with these (resolved) options."""
+        shape = self.image_shape(options) if self.image_shape is not None else None
+        return frozenset({self.kind, "image"} if shape else {self.kind})
+
+
+def _check_gaussian(options: dict[str, Any]) -> None:
+    shape = options["image_shape"]
+    if shape is not None and int(np.prod(shape)) != options["dim"]:
+        raise ValueError(
+            f"dataset.image_shape: {shape} has {int(np.prod(shape))} entries, "
+            f"dataset.dim is {options['dim']}"
+        )
+
+
+DATASET_REGISTRY: Registry[DatasetEntry] = Registry(
+    "dataset", "warmup_sweeps.datasets", DatasetEntry
+)
+for _name in ("cifar10", "cifar100"):
+    DATASET_REGISTRY.register(
+        DatasetEntry(
+            _name,
+            _load_cifar10 if _name == "cifar10" else _load_cifar100,
+            description=f"{_name.upper()} from local archives (data_dir)",
+            kind="image",
+        )
+    )
+DATASET_REGISTRY.register(
+    DatasetEntry(
+        "digits",
+        _load_digits,
+        {"as_image": Option(bool, False, help="shape inputs (1, 8, 8) for every model")},
+        description="scikit-learn's 8x8 digits (1797 images)",
+        image_shape=lambda options: (1, 8, 8),
+    )
+)
+DATASET_REGISTRY.register(
+    DatasetEntry(
+        "gaussian",
+        _load_gaussian,
+        {
+            "dim": Option(int, 32, minimum=1),
+            "num_classes": Option(int, 10, minimum=2),
+            "separation": Option(float, 3.0, minimum=0),
+            "noise": Option(float, 1.0, minimum=0),
+            "image_shape": Option(list, None, length=3, help="(C, H, W), C*H*W = dim"),
+        },
+        check=_check_gaussian,
+        description="synthetic Gaussian clusters",
+        image_shape=lambda options: options["image_shape"],
+    )
+)
+DATASET_REGISTRY.register(
+    DatasetEntry(
+        "text",
+        _load_text,
+        {"path": Option(str, None), "context": Option(int, 64, minimum=1)},
+        description="character-level text (default: Python's own sources)",
+        kind="text",
+    )
+)
+DATASETS: tuple[str, ...] = DATASET_REGISTRY.names(plugins=False)

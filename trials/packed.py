@@ -63,7 +63,6 @@ MEMBER_FIELDS = frozenset(
         "optimizer",
         "init_scale",
         "init_seed",
-        "simple_mup",
         "measure_eta_c",
         "catapult_rtol",
         "catapult_check_steps",
@@ -131,6 +130,28 @@ def packed_forward(model: WarmupModel, mode: str = "auto") -> Callable[[Params, 
         return lambda params, x: _batched_fcn(model, params, x)
     per_member = vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(0, None))
     return per_member
+
+
+def unpackable_reason(problem: Problem, config: TrialConfig) -> str | None:
+    """Why trials like `config` cannot train packed, or None when they can.
+
+    Tries what a pack does with any model (built-in or plugin): the packed forward of
+    two members on two examples, and the double backward behind Hessian-vector products.
+    """
+    model = problem.build_model(config.init_seed)
+    params = {
+        name: torch.stack([p.detach()] * 2).requires_grad_(True)
+        for name, p in model.named_parameters()
+    }
+    x, y = problem.x_train[:2], problem.y_train[:2]
+    try:
+        logits = packed_forward(model)(params, x)
+        losses = vmap(problem.loss_and_accuracy, in_dims=(0, None))(logits, y)[0]
+        grads = torch.autograd.grad(losses.sum(), list(params.values()), create_graph=True)
+        torch.autograd.grad(sum(g.sum() for g in grads), list(params.values()), allow_unused=True)
+    except Exception as exc:  # whatever vmap or autograd refuses, reported in one line
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+    return None
 
 
 # ----------------------------------------------------------------------------- members

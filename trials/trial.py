@@ -41,8 +41,9 @@ from torch.func import functional_call
 from trials.config import TrialConfig
 from trials.data import Dataset, load_dataset
 from warmup_core import curvature, stability
-from warmup_core.models import WarmupModel, build_model
+from warmup_core.models import MODEL_REGISTRY, WarmupModel, build_model
 from warmup_core.optim import Optimizer, build_optimizer, optimizer_family, stability_threshold
+from warmup_core.parameterization import Parameterization
 from warmup_core.schedules import Schedule
 
 STEP_COLUMNS = (
@@ -104,6 +105,8 @@ class Problem:
             seed=config.data_seed,
             **ds.loader_options(),
         )
+        if data.kind == "vector" and "vector" not in MODEL_REGISTRY.get(config.model.name).inputs:
+            data = data.as_images()  # e.g. digits as 1x8x8 for the convolutional models
         self.data = data
         self.is_text = data.kind == "text"
         cast = (lambda t: t.to(self.device, self.dtype)) if not self.is_text else None
@@ -119,9 +122,13 @@ class Problem:
             c.model.name,
             in_shape=self.data.input_shape,
             out_dim=self.num_classes,
-            parameterization=c.parameterization,
-            init_scale=c.init_scale if init_scale is None else init_scale,
-            last_init_scale=c.last_init_scale,
+            parameterization=Parameterization(
+                c.parameterization,
+                init_scale=c.init_scale if init_scale is None else init_scale,
+                last_init_scale=c.last_init_scale,
+                simple_mup=c.simple_mup,
+                mup_constants=c.mup_constants,
+            ),
             seed=init_seed,
             **c.model.options(),
         ).to(self.device, self.dtype)

@@ -9,21 +9,26 @@ parameters; curvature and packed trials rely on that.
 Init follows the paper: truncated normal (at two standard deviations, rescaled
 so the variance is exact), sigma_w^2 = `init_scale` for hidden layers,
 `last_init_scale` for the readout, zero biases, unit norm gains.
+
+Models are built by name through `MODEL_REGISTRY`, whose entries hold every
+option's default (constructors take all options explicitly); installed
+plugins add entries through the `warmup_sweeps.models` entry-point group.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from warmup_core.parameterization import Parameterization
+from warmup_core.parameterization import PARAMETERIZATIONS, Parameterization
+from warmup_core.registry import Entry, Option, Registry
 
-MODELS = ("fcn", "myrtle", "wrn", "transformer")
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": lambda x: x}
 
 # Variance of a standard normal truncated at +-2: divide the std by its root so
@@ -109,6 +114,10 @@ class WarmupModel(nn.Module):
         return mults
 
 
+# Constructors take every option explicitly and trust them: defaults and checks live in
+# the registry entries below, which validate a config before any model is built.
+
+
 class FCN(WarmupModel):
     """Fully connected net: `depth` weight layers of `width` units (FCN-4-512 = depth 4)."""
 
@@ -117,14 +126,13 @@ class FCN(WarmupModel):
         in_dim: int,
         out_dim: int,
         param: Parameterization,
-        width: int = 512,
-        depth: int = 4,
-        activation: str = "relu",
-        bias: bool = True,
+        *,
+        width: int,
+        depth: int,
+        activation: str,
+        bias: bool,
     ) -> None:
         super().__init__()
-        _check_positive(width=width, depth=depth)
-        _check_choice("model.activation", activation, tuple(ACTIVATIONS))
         dims = [in_dim] + [width] * (depth - 1) + [out_dim]
         roles = ["input"] + ["hidden"] * (depth - 2) + ["output"] if depth > 1 else ["output"]
         self.layers = nn.ModuleList(
@@ -150,13 +158,11 @@ class Myrtle(WarmupModel):
         in_channels: int,
         out_dim: int,
         param: Parameterization,
-        depth: int = 5,
-        width: int = 64,
+        *,
+        depth: int,
+        width: int,
     ) -> None:
         super().__init__()
-        if depth not in self.STAGES:
-            raise ValueError(f"model.depth: Myrtle depth must be one of 5, 7, 10, got {depth!r}")
-        _check_positive(width=width)
         convs, c_in = [], in_channels
         for stage, count in enumerate(self.STAGES[depth]):
             for _ in range(count):
@@ -207,14 +213,12 @@ class WideResNet(WarmupModel):
         in_channels: int,
         out_dim: int,
         param: Parameterization,
-        depth: int = 16,
-        widen: int = 4,
-        base_channels: int = 16,
+        *,
+        depth: int,
+        widen: int,
+        base_channels: int,
     ) -> None:
         super().__init__()
-        if depth < 10 or (depth - 4) % 6:
-            raise ValueError(f"model.depth: WideResNet depth must be 6n+4 >= 10, got {depth!r}")
-        _check_positive(widen=widen, base_channels=base_channels)
         blocks_per_stage = (depth - 4) // 6
         self.stem = ParamConv2d(in_channels, base_channels, param, "input", bias=False)
         blocks, c_in = [], base_channels
@@ -234,6 +238,21 @@ class WideResNet(WarmupModel):
         return self.readout(x.mean(dim=(2, 3)))
 
 
+def causal_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float
+) -> torch.Tensor:
+    """softmax(q k^T * scale + causal mask) v over (..., T, head_dim) tensors.
+
+    Written out rather than calling `F.scaled_dot_product_attention`: its fused
+    kernels (CPU flash, CUDA flash and memory-efficient) have no double backward,
+    and every curvature measurement needs one (Hessian-vector products).
+    """
+    t = q.shape[-2]
+    future = torch.ones(t, t, dtype=torch.bool, device=q.device).triu(1)
+    scores = (q @ k.transpose(-2, -1)) * scale
+    return scores.masked_fill(future, float("-inf")).softmax(dim=-1) @ v
+
+
 class _TransformerBlock(nn.Module):
     def __init__(self, d_model: int, heads: int, param: Parameterization) -> None:
         super().__init__()
@@ -250,7 +269,7 @@ class _TransformerBlock(nn.Module):
         b, t, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)
         q, k, v = (z.view(b, t, self.heads, d // self.heads).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=self.attn_scale)
+        y = causal_attention(q, k, v, self.attn_scale)
         x = x + self.proj(y.transpose(1, 2).reshape(b, t, d))
         return x + self.fc_out(F.gelu(self.fc(self.ln2(x))))
 
@@ -263,14 +282,12 @@ class Transformer(WarmupModel):
         vocab_size: int,
         context: int,
         param: Parameterization,
-        width: int = 128,
-        depth: int = 4,
-        heads: int = 4,
+        *,
+        width: int,
+        depth: int,
+        heads: int,
     ) -> None:
         super().__init__()
-        _check_positive(width=width, depth=depth, heads=heads, context=context)
-        if width % heads:
-            raise ValueError(f"model.heads: must divide model.width ({width}), got {heads}")
         # Token and position embeddings act on one-hot inputs: the input layer of muP.
         self.tok = ParamLinear(vocab_size, width, param, "input", bias=False)
         self.pos = nn.Parameter(torch.zeros(context, width))
@@ -292,15 +309,104 @@ class Transformer(WarmupModel):
         return self.readout(self.ln_f(x))
 
 
-def _check_positive(**values: int) -> None:
-    for field, value in values.items():
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"model.{field}: must be a positive integer, got {value!r}")
+# ----------------------------------------------------------------------------- registry
+
+INPUT_KINDS = ("vector", "image", "text")
 
 
-def _check_choice(field: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise ValueError(f"{field}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+@dataclass(frozen=True)
+class ModelEntry(Entry):
+    """A model: `builder(param, in_shape, out_dim, **options) -> WarmupModel`.
+
+    `param` is the `Parameterization` whose per-layer rules the model's weight
+    layers (`ParamLinear`, `ParamConv2d`) take; `in_shape` is one example's shape
+    without the batch axis; `out_dim` the number of classes (vocabulary size for
+    text). `inputs` are the data kinds it accepts ('vector' (D,), 'image'
+    (C, H, W), 'text' (T,) token ids); `parameterizations` those it supports.
+    """
+
+    inputs: frozenset[str] = frozenset({"vector", "image"})
+    parameterizations: tuple[str, ...] = PARAMETERIZATIONS
+
+    def __post_init__(self) -> None:
+        if not self.inputs or not set(self.inputs) <= set(INPUT_KINDS):
+            raise ValueError(f"model {self.name!r}: inputs must be among {INPUT_KINDS}")
+        if not set(self.parameterizations) <= set(PARAMETERIZATIONS):
+            raise ValueError(
+                f"model {self.name!r}: parameterizations must be among {PARAMETERIZATIONS}"
+            )
+
+
+MODEL_REGISTRY: Registry[ModelEntry] = Registry("model", "warmup_sweeps.models", ModelEntry)
+
+
+def _positive(default: int, help: str = "") -> Option:
+    return Option(int, default, minimum=1, help=help)
+
+
+def _check_wrn(options: dict[str, Any]) -> None:
+    depth = options["depth"]
+    if depth < 10 or (depth - 4) % 6:
+        raise ValueError(f"model.depth: WideResNet depth must be 6n+4 >= 10, got {depth!r}")
+
+
+def _check_transformer(options: dict[str, Any]) -> None:
+    if options["width"] % options["heads"]:
+        raise ValueError(
+            f"model.heads: must divide model.width ({options['width']}), got {options['heads']}"
+        )
+
+
+def _builder(cls: type, first: Callable[[tuple[int, ...], int], tuple]) -> Callable[..., Any]:
+    def build(param: Parameterization, in_shape: tuple[int, ...], out_dim: int, **options: Any):
+        return cls(*first(in_shape, out_dim), param, **options)
+
+    return build
+
+
+MODEL_REGISTRY.register(
+    ModelEntry(
+        "fcn",
+        _builder(FCN, lambda shape, out: (math.prod(shape), out)),
+        {
+            "width": _positive(512),
+            "depth": _positive(4, "weight layers; FCN-4-512 is depth 4"),
+            "activation": Option(str, "relu", choices=tuple(ACTIVATIONS)),
+            "bias": Option(bool, True),
+        },
+        description="fully connected net (flattens its input)",
+    )
+)
+MODEL_REGISTRY.register(
+    ModelEntry(
+        "myrtle",
+        _builder(Myrtle, lambda shape, out: (shape[0], out)),
+        {"depth": Option(int, 5, choices=tuple(Myrtle.STAGES)), "width": _positive(64)},
+        description="Myrtle CNN with two 2x2 average pools",
+        inputs=frozenset({"image"}),
+    )
+)
+MODEL_REGISTRY.register(
+    ModelEntry(
+        "wrn",
+        _builder(WideResNet, lambda shape, out: (shape[0], out)),
+        {"depth": _positive(16), "widen": _positive(4), "base_channels": _positive(16)},
+        check=_check_wrn,
+        description="WideResNet with LayerNorm, strides 2 in stages 2 and 3",
+        inputs=frozenset({"image"}),
+    )
+)
+MODEL_REGISTRY.register(
+    ModelEntry(
+        "transformer",
+        _builder(Transformer, lambda shape, out: (out, shape[0])),
+        {"width": _positive(128), "depth": _positive(4), "heads": _positive(4)},
+        check=_check_transformer,
+        description="pre-LN decoder-only transformer (character LM)",
+        inputs=frozenset({"text"}),
+    )
+)
+MODELS: tuple[str, ...] = MODEL_REGISTRY.names(plugins=False)
 
 
 def build_model(
@@ -312,36 +418,38 @@ def build_model(
     init_scale: float = 2.0,
     last_init_scale: float = 1.0,
     seed: int = 0,
-    **kwargs: object,
+    **options: Any,
 ) -> WarmupModel:
     """Build and initialize model `name` for inputs of `in_shape` (no batch axis).
 
     `in_shape` is (D,) or (C, H, W) for fcn, (C, H, W) for the CNNs, (context,)
-    for the transformer, whose `out_dim` is the vocabulary size.
+    for the transformer, whose `out_dim` is the vocabulary size. Unset options
+    take their registry defaults. The same `seed` gives the same weights.
     """
-    _check_choice("model.name", name, MODELS)
+    entry = MODEL_REGISTRY.get(name)
+    resolved = MODEL_REGISTRY.resolve(name, options)
     param = (
         parameterization
         if isinstance(parameterization, Parameterization)
         else Parameterization(parameterization, init_scale, last_init_scale)
     )
+    if param.name not in entry.parameterizations:
+        raise ValueError(
+            f"parameterization: model {name!r} supports {', '.join(entry.parameterizations)}, "
+            f"not {param.name!r}"
+        )
     in_shape = tuple(in_shape)
-    try:
-        if name == "fcn":
-            model = FCN(math.prod(in_shape), out_dim, param, **kwargs)
-        elif name == "myrtle":
-            model = Myrtle(_channels(in_shape), out_dim, param, **kwargs)
-        elif name == "wrn":
-            model = WideResNet(_channels(in_shape), out_dim, param, **kwargs)
-        else:
-            model = Transformer(out_dim, in_shape[0], param, **kwargs)
-    except TypeError as exc:  # an unexpected keyword: name the model and the field
-        raise ValueError(f"model: bad option for {name!r}: {exc}") from None
+    if "vector" not in entry.inputs and "image" in entry.inputs and len(in_shape) != 3:
+        raise ValueError(f"dataset: model {name!r} needs (C, H, W) image inputs, got {in_shape}")
+    # Layers a builder initializes on its own (plain torch modules) draw from the global
+    # generator: seed it here, without disturbing the caller's random state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = entry.builder(param, in_shape, out_dim, **resolved)
+    if not isinstance(model, WarmupModel):
+        raise TypeError(
+            f"model {name!r} ({entry.source}): the builder returned {type(model).__name__}, "
+            "not a warmup_core.models.WarmupModel"
+        )
     model.reset_parameters(torch.Generator().manual_seed(seed))
     return model
-
-
-def _channels(in_shape: tuple[int, ...]) -> int:
-    if len(in_shape) != 3:
-        raise ValueError(f"dataset: convolutional models need (C, H, W) inputs, got {in_shape}")
-    return in_shape[0]

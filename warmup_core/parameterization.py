@@ -7,22 +7,31 @@ and its fan-in / fan-out:
 - the learning-rate multiplier for SGD and for Adam.
 
 Models consume these rules through `layer_rule`; no layer branches on the
-parameterization's name. The table follows the abc-parameterization of
-Yang & Hu (Tensor Programs IV/V) with `n` the layer's width (fan-in for hidden
-and output layers, fan-out for the input layer) divided by `base_width`:
+parameterization's name. With s = `init_scale` (sigma_w^2, 2 for ReLU nets),
+s_L = `last_init_scale`, and fan-in / fan-out counted as the layer sees them
+(channels x kernel area for convolutions):
 
-role     SP                     NTP                       muP
-input    var s/fan_in           var s, mult 1/sqrt(fan_in)   var s/(fan_in*n), mult sqrt(n)
-hidden   var s/fan_in           var s, mult 1/sqrt(fan_in)   var s/fan_in
-output   var s_L/fan_in         var s_L, mult 1/sqrt(fan_in) var s_L/fan_in, mult 1/sqrt(n)
+role     SP               NTP                          muP ("paper" constants)
+input    var s/fan_in     var s, mult 1/sqrt(fan_in)   var s/fan_out, mult sqrt(fan_out/fan_in)
+hidden   var s/fan_in     var s, mult 1/sqrt(fan_in)   var s/fan_out, mult sqrt(fan_out/fan_in)
+output   var s_L/fan_in   var s_L, mult 1/sqrt(fan_in) var s_L/fan_in, mult 1/sqrt(fan_in)
+
+The muP column is the official code of Kalra & Barkeshli (its `muLinear` and
+`muReadout` layers): a layer's multiplier is relative to its own base shape, so
+the input layer scales by sqrt(n/d) for width n and input dimension d. The
+`unit` constants instead take every width relative to a base width of 1
+(Yang & Hu's abc table as written): input var s/(fan_in*fan_out), mult
+sqrt(fan_out); hidden var s/fan_in, mult 1; output as above. Both give the same
+function at init and the same width scaling; they differ in how fast the
+input layer (and non-square hidden layers) move, hence in lambda0 and eta_c.
 
 SGD learning-rate multipliers are 1 everywhere (muP's multipliers make a
 single global SGD rate width-independent). Adam's are 1 for SP/NTP; for muP
-they are 1/sqrt(n) (input, output) and 1/n (hidden), unless `simple` muP is
-asked for (the paper's choice with Adam: no per-layer rate scaling).
-Here s = `init_scale` (sigma_w^2, 2 for ReLU nets) and s_L = `last_init_scale`.
-Under muP the readout starts at O(1/sqrt(n)), which is why muP networks start
-in progressive sharpening.
+they make each layer's effective per-entry update 1 (input) or 1/fan_in
+(hidden, output): 1/mult and 1/(fan_in*mult). `simple_mup` (the paper's
+choice with Adam) drops those per-layer rates and keeps 1 everywhere. Under
+muP the readout starts at O(1/sqrt(n)), which is why muP networks start in
+progressive sharpening.
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import math
 from dataclasses import dataclass
 
 PARAMETERIZATIONS = ("sp", "ntp", "mup")
+MUP_CONSTANTS = ("paper", "unit")
 ROLES = ("input", "hidden", "output")
 
 
@@ -55,8 +65,8 @@ class Parameterization:
     name: str = "sp"
     init_scale: float = 2.0
     last_init_scale: float = 1.0
-    base_width: float = 1.0
     simple_mup: bool = False
+    mup_constants: str = "paper"
 
     def __post_init__(self) -> None:
         if self.name not in PARAMETERIZATIONS:
@@ -64,7 +74,12 @@ class Parameterization:
                 f"parameterization: unknown value {self.name!r}; "
                 f"allowed: {', '.join(PARAMETERIZATIONS)}"
             )
-        for field in ("init_scale", "last_init_scale", "base_width"):
+        if self.mup_constants not in MUP_CONSTANTS:
+            raise ValueError(
+                f"mup_constants: unknown value {self.mup_constants!r}; "
+                f"allowed: {', '.join(MUP_CONSTANTS)}"
+            )
+        for field in ("init_scale", "last_init_scale"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"{field}: must be positive, got {getattr(self, field)!r}")
 
@@ -77,17 +92,20 @@ class Parameterization:
             return LayerRule(math.sqrt(scale / fan_in), 1.0, 1.0, 1.0)
         if self.name == "ntp":
             return LayerRule(math.sqrt(scale), 1.0 / math.sqrt(fan_in), 1.0, 1.0)
-        # muP: the width that grows is fan_out for the input layer, fan_in otherwise.
-        n = (fan_out if role == "input" else fan_in) / self.base_width
-        if role == "input":
-            rule = LayerRule(math.sqrt(scale / (fan_in * n)), math.sqrt(n), 1.0, 1 / math.sqrt(n))
-        elif role == "hidden":
-            rule = LayerRule(math.sqrt(scale / fan_in), 1.0, 1.0, 1.0 / n)
+        if role == "output":
+            init_var, mult = scale / fan_in, 1.0 / math.sqrt(fan_in)
+        elif self.mup_constants == "paper":
+            init_var, mult = scale / fan_out, math.sqrt(fan_out / fan_in)
+        elif role == "input":
+            init_var, mult = scale / (fan_in * fan_out), math.sqrt(fan_out)
         else:
-            rule = LayerRule(math.sqrt(scale / fan_in), 1.0 / math.sqrt(n), 1.0, 1 / math.sqrt(n))
+            init_var, mult = scale / fan_in, 1.0
         if self.simple_mup:
-            rule = LayerRule(rule.init_std, rule.multiplier, 1.0, 1.0)
-        return rule
+            return LayerRule(math.sqrt(init_var), mult, 1.0, 1.0)
+        # Adam moves each entry by about its rate: aim the effective update at 1 (input)
+        # or 1/fan_in (hidden, output) entries of W_eff = mult * w.
+        target = 1.0 if role == "input" else 1.0 / fan_in
+        return LayerRule(math.sqrt(init_var), mult, 1.0, target / mult)
 
     def attention_scale(self, head_dim: int) -> float:
         """Scale of attention logits q.k: 1/d under muP, 1/sqrt(d) otherwise."""

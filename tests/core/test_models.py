@@ -77,3 +77,49 @@ def test_bad_model_options_name_the_field(kwargs, field):
     shape = (3, 8, 8)
     with pytest.raises(ValueError, match=field):
         build_model(name, in_shape=shape, out_dim=10, **kwargs)
+
+
+def test_causal_attention_matches_torch_sdpa_and_ignores_the_future():
+    from warmup_core.models import causal_attention
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 5, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True, scale=0.3)
+    assert torch.allclose(causal_attention(q, k, v, 0.3), expected, atol=1e-12)
+    v_changed = v.clone()
+    v_changed[..., -1, :] += 1.0  # the last position is the future of every other one
+    out, out_changed = causal_attention(q, k, v, 0.3), causal_attention(q, k, v_changed, 0.3)
+    assert torch.equal(out[..., :-1, :], out_changed[..., :-1, :])
+
+
+@pytest.mark.parametrize("parameterization", ["sp", "mup"])
+def test_transformer_sharpness_matches_the_dense_hessian(parameterization):
+    from warmup_core.curvature import sharpness
+
+    model = build_model(
+        "transformer",
+        in_shape=(4,),
+        out_dim=5,
+        width=4,
+        depth=1,
+        heads=2,
+        parameterization=parameterization,
+        seed=0,
+    ).double()
+    tokens = torch.randint(0, 5, (3, 4), generator=torch.Generator().manual_seed(2))
+    targets = torch.randint(0, 5, (3, 4), generator=torch.Generator().manual_seed(3))
+    params = {k: v.detach().clone().requires_grad_() for k, v in model.named_parameters()}
+    names, shapes = list(params), [p.shape for p in params.values()]
+
+    def loss_fn(p):
+        logits = functional_call(model, p, (tokens,))
+        return torch.nn.functional.cross_entropy(logits.reshape(-1, 5), targets.reshape(-1))
+
+    def flat_loss(theta):
+        chunks = theta.split([s.numel() for s in shapes])
+        return loss_fn({n: c.view(s) for n, c, s in zip(names, chunks, shapes, strict=True)})
+
+    theta = torch.cat([p.detach().reshape(-1) for p in params.values()])
+    dense = torch.autograd.functional.hessian(flat_loss, theta)
+    top = torch.linalg.eigvalsh(dense)[-1].item()
+    assert sharpness(loss_fn, params, tol=1e-10, max_iter=400) == pytest.approx(top, rel=1e-6)

@@ -30,6 +30,47 @@ def test_simple_mup_drops_per_layer_learning_rates():
     assert rule.lr_mult_adam == 1.0
 
 
+def test_paper_mup_constants_are_the_official_mulinear_and_mureadout():
+    mup = Parameterization("mup", init_scale=2.0, last_init_scale=1.0)
+    first = mup.layer_rule("input", 64, 128)  # d = 64 inputs, width n = 128
+    assert first.init_std == pytest.approx(math.sqrt(2 / 128))  # var s / fan_out
+    assert first.multiplier == pytest.approx(math.sqrt(2))  # sqrt(n / d)
+    assert first.lr_mult_adam == pytest.approx(1 / math.sqrt(2))
+    widen = mup.layer_rule("hidden", 128, 512)
+    assert (widen.init_std, widen.multiplier) == pytest.approx((math.sqrt(2 / 512), 2.0))
+    assert widen.lr_mult_adam == pytest.approx(1 / (128 * 2))
+    readout = mup.layer_rule("output", 128, 10)
+    assert (readout.init_std, readout.multiplier) == pytest.approx(
+        (math.sqrt(1 / 128), 1 / 128**0.5)
+    )
+
+
+def test_unit_mup_constants_take_widths_relative_to_one():
+    first = Parameterization("mup", mup_constants="unit").layer_rule("input", 64, 128)
+    assert first.init_std == pytest.approx(math.sqrt(2 / (64 * 128)))
+    assert first.multiplier == pytest.approx(math.sqrt(128))
+    assert first.lr_mult_adam == pytest.approx(1 / math.sqrt(128))
+
+
+def test_mup_constants_give_one_function_at_init_and_input_rates_d_apart():
+    """Same effective weights at init; an SGD step moves the input layer's effective
+    weights d = fan_in times further with unit constants (mult^2 = n vs n / d)."""
+    x = torch.randn(16, 32, generator=torch.Generator().manual_seed(0))
+    moves, outputs = [], []
+    for constants in ("paper", "unit"):
+        param = Parameterization("mup", mup_constants=constants)
+        model = build_model(
+            "fcn", in_shape=(32,), out_dim=10, width=64, depth=3, parameterization=param
+        )
+        layer = model.layers[0]
+        out = model(x)
+        outputs.append(out.detach())
+        (grad,) = torch.autograd.grad(out.pow(2).sum(), layer.weight)
+        moves.append(layer.rule.multiplier * grad)  # d W_eff per unit SGD rate
+    assert torch.allclose(outputs[0], outputs[1], atol=1e-6)
+    assert torch.allclose(moves[1], 32 * moves[0], rtol=1e-4, atol=1e-6 * moves[1].abs().max())
+
+
 def test_effective_init_variance_is_the_same_for_input_layers_across_parameterizations():
     for name in ("sp", "ntp", "mup"):
         rule = Parameterization(name, init_scale=2.0).layer_rule("input", 32, 256)
@@ -42,6 +83,7 @@ def test_effective_init_variance_is_the_same_for_input_layers_across_parameteriz
         ("parameterization", dict(name="mu-p")),
         ("init_scale", dict(init_scale=0.0)),
         ("last_init_scale", dict(last_init_scale=-1.0)),
+        ("mup_constants", dict(mup_constants="base-1")),
     ],
 )
 def test_bad_parameterization_names_the_field(field, kwargs):

@@ -137,6 +137,44 @@ CASES: dict[str, Case] = {
         spec_with(**{"grid.optimizer.name": ["sgd", "lion"]}), ("optimizer", "lion")
     ),
     "unknown loss": Case(spec_with(**{"base.loss": "hinge"}), ("loss",)),
+    # --- options a model, dataset or optimizer used to check only when built
+    "unknown activation": Case(
+        spec_with(**{"base.model.activation": "swish"}), ("model.activation", "swish")
+    ),
+    "model option of the wrong type": Case(
+        spec_with(**{"base.model.width": "wide"}), ("model.width", "wide")
+    ),
+    "myrtle depth 6": Case(
+        spec_with(**{"base.model": {"name": "myrtle", "depth": 6}}), ("model.depth", "6")
+    ),
+    "wrn depth not 6n+4": Case(
+        spec_with(**{"base.model": {"name": "wrn", "depth": 15}}), ("model.depth", "15")
+    ),
+    "heads do not divide width": Case(
+        spec_with(
+            **{
+                "base.model": {"name": "transformer", "width": 10, "heads": 4},
+                "base.dataset": {"name": "text"},
+                "base.loss": "xent",
+            }
+        ),
+        ("model.heads",),
+    ),
+    "nesterov without momentum": Case(
+        spec_with(**{"base.optimizer": {"name": "sgd", "nesterov": True}}), ("optimizer.nesterov",)
+    ),
+    "cnn on vector data": Case(
+        spec_with(**{"base.model": {"name": "wrn"}, "base.dataset": {"name": "gaussian"}}),
+        ("model.name", "image_shape"),
+    ),
+    "image shape that does not match dim": Case(
+        spec_with(**{"base.dataset": {"name": "gaussian", "dim": 32, "image_shape": [1, 8, 8]}}),
+        ("dataset.image_shape",),
+    ),
+    "cnn on text on the grid": Case(
+        spec_with(**{"grid.model.name": ["fcn", "myrtle"], "base.dataset": {"name": "text"}}),
+        ("model.name",),
+    ),
     "zero cpus": Case(spec_with(**{"resources.cpu": 0}), ("resources.cpu",)),
     "negative retries": Case(spec_with(**{"failure.retries": -1}), ("failure.retries",)),
     "pack_size zero": Case(spec_with(pack_size=0), ("pack_size",)),

@@ -176,3 +176,97 @@ def test_the_data_directory_does_not_enter_the_trial_id():
     here = TrialConfig(dataset={"name": "cifar10", "data_dir": "/data/here"})
     there = TrialConfig(dataset={"name": "cifar10", "data_dir": "/mnt/elsewhere"})
     assert here.trial_id() == there.trial_id()
+
+
+# --------------------------------------------------------------------------- trial ids
+
+ID_CONFIG = dict(
+    model={"name": "fcn", "width": 16, "depth": 2},
+    dataset={"name": "digits", "train_size": 128},
+    eta_trgt=0.1,
+    num_steps=20,
+)
+
+
+def test_trial_id_is_a_fixed_hash_of_the_fully_resolved_config():
+    import hashlib
+    import json
+
+    # Every field that can change results, defaults included, written out by hand.
+    resolved = {
+        "model": {"name": "fcn", "width": 16, "depth": 2, "activation": "relu", "bias": True},
+        "dataset": {
+            "name": "digits",
+            "train_size": 128,
+            "test_size": None,
+            "standardize": True,
+            "as_image": False,
+        },
+        "loss": "mse",
+        "parameterization": "sp",
+        "init_scale": 2.0,
+        "last_init_scale": 1.0,
+        "simple_mup": False,
+        "mup_constants": "paper",
+        "optimizer": {
+            "name": "sgd",
+            "momentum": None,
+            "nesterov": None,
+            "beta1": None,
+            "beta2": None,
+            "eps": None,
+            "weight_decay": None,
+        },
+        "eta_trgt": 0.1,
+        "eta_trgt_relative_to": "absolute",
+        "eta_init": 0.0,
+        "warmup_steps": 1,
+        "warmup_shape": None,
+        "warmup_power": 1.0,
+        "decay": "constant",
+        "eta_min": 0.0,
+        "num_steps": 20,
+        "batch_size": None,
+        "init_seed": 0,
+        "data_seed": 0,
+        "sharpness_every": 0,
+        "sharpness_batch_size": None,
+        "sharpness_tol": 0.001,
+        "sharpness_max_iter": 100,
+        "eval_every": 0,
+        "measure_eta_c": False,
+        "catapult_delta": 0.1,
+        "divergence_factor": 1000.0,
+        "stuck_accuracy_factor": 1.5,
+        "stuck_loss": None,
+        "device": "auto",
+        "dtype": "float32",
+    }
+    by_hand = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
+    assert by_hand == "423af67046ab878e"
+    assert TrialConfig(**ID_CONFIG).trial_id() == "423af67046ab878e"
+
+
+def test_trial_id_changes_when_a_registry_default_changes(monkeypatch):
+    from dataclasses import replace
+
+    from warmup_core.models import MODEL_REGISTRY
+
+    before = TrialConfig(**{**ID_CONFIG, "model": {"name": "fcn", "width": 16}}).trial_id()
+    fcn = MODEL_REGISTRY.get("fcn")
+    options = {**fcn.options, "depth": replace(fcn.options["depth"], default=3)}
+    monkeypatch.setitem(MODEL_REGISTRY._entries, "fcn", replace(fcn, options=options))
+    after = TrialConfig(**{**ID_CONFIG, "model": {"name": "fcn", "width": 16}})
+    assert after.model.depth == 3
+    assert after.trial_id() != before
+
+
+def test_trial_id_ignores_checkpoint_frequency_and_data_location():
+    base = TrialConfig(**ID_CONFIG).trial_id()
+    moved = {**ID_CONFIG, "dataset": {**ID_CONFIG["dataset"], "data_dir": "/elsewhere"}}
+    assert TrialConfig(**moved, checkpoint_every=5).trial_id() == base
+
+
+def test_spelling_a_default_out_gives_the_same_trial_id():
+    spelled = {**ID_CONFIG, "model": {**ID_CONFIG["model"], "activation": "relu", "bias": True}}
+    assert TrialConfig(**spelled).trial_id() == TrialConfig(**ID_CONFIG).trial_id()

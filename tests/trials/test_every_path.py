@@ -40,14 +40,14 @@ def cifar_dir(tmp_path_factory) -> Path:
 
 def shrink(config: TrialConfig, data_dir: Path, steps: int = 3) -> TrialConfig:
     """The same path through the code on a tiny problem: few examples, widths and steps."""
-    data = config.model_dump(mode="json", exclude_defaults=True)
+    data = config.model_dump(mode="json")
     model = data["model"]
     model.update(TINY_MODELS[model["name"]])
-    dataset = data.setdefault("dataset", {})
+    dataset = data["dataset"]
     dataset.update(train_size=32, test_size=16)
-    if dataset.get("name", "digits").startswith("cifar"):
-        dataset["data_dir"] = str(data_dir)
-    if dataset.get("name") == "text":
+    if dataset["name"].startswith("cifar"):  # the stand-in holds 20 training, 6 test images
+        dataset.update(data_dir=str(data_dir), train_size=16, test_size=6)
+    if dataset["name"] == "text":
         dataset["context"] = 8
     data.update(
         num_steps=steps,
@@ -90,6 +90,7 @@ def test_every_bundled_spec_runs_each_of_its_paths_with_sharpness(spec_name, cif
             assert result.summary["eta_c"] > 0, where
 
 
+DATASET_OPTIONS = {"text": {"context": 8}, "gaussian": {"dim": 48, "image_shape": [3, 4, 4]}}
 MODEL_DATA = [
     ("fcn", "digits", "mse"),
     ("myrtle", "digits", "mse"),
@@ -105,7 +106,7 @@ def test_every_model_trains_with_sharpness_every_step_packed_and_unpacked(model,
             {
                 "model": {"name": model, **TINY_MODELS[model]},
                 "dataset": {"name": dataset, "train_size": 32, "test_size": 16}
-                | ({"context": 8} if dataset == "text" else {}),
+                | DATASET_OPTIONS.get(dataset, {}),
                 "loss": loss,
                 "optimizer": {"name": optimizer},
                 "eta_trgt": eta,

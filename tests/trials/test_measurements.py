@@ -130,13 +130,16 @@ def test_recorded_preconditioned_sharpness_is_that_of_the_update_applied(
     assert all(math.isfinite(v) for v in expected)
 
 
-def test_mup_multipliers_change_the_preconditioned_sharpness_unless_simple():
-    # Non-simple muP scales Adam's hidden-layer rate by 1/width: the operator shrinks.
+def test_simple_mup_changes_adams_operator():
+    # muP's per-layer Adam rates (1/width on hidden layers) are part of the operator; the
+    # simple variant drops them. The dense test above checks both values exactly.
     full = run_trial(TrialConfig.model_validate({**TINY, "optimizer": {"name": "adam"}}))
     simple = run_trial(
         TrialConfig.model_validate({**TINY, "optimizer": {"name": "adam"}, "simple_mup": True})
     )
-    assert full.steps["preconditioned_sharpness"][0] < simple.steps["preconditioned_sharpness"][0]
+    assert full.steps["train_loss"][1] != pytest.approx(simple.steps["train_loss"][1], rel=1e-6)
+    first_full = full.steps["preconditioned_sharpness"][0]
+    assert first_full != pytest.approx(simple.steps["preconditioned_sharpness"][0], rel=1e-3)
 
 
 def test_current_batch_measurement_averages_lambda0_over_minibatches():
@@ -162,7 +165,9 @@ def test_current_batch_measurement_averages_lambda0_over_minibatches():
         x, y = problem.x_train[idx], problem.y_train[idx]
 
         def loss(v: torch.Tensor) -> torch.Tensor:
-            params = {n: part.view(s) for n, part, s in zip(names, v.split(sizes), shapes, strict=False)}
+            params = {
+                n: part.view(s) for n, part, s in zip(names, v.split(sizes), shapes, strict=False)
+            }
             logits = functional_call(model, params, (x,))
             target = torch.nn.functional.one_hot(y, problem.num_classes).double()
             return 0.5 * (logits - target).pow(2).sum(-1).mean()

@@ -331,3 +331,74 @@ def test_gi_adam_removes_the_initial_preconditioned_sharpness_spike() -> None:
     gi = run_trial(tiny(optimizer={"name": "gi-adam"}, eta_trgt=1e-3, num_steps=1))
     assert adam.summary["lambda0"] == pytest.approx(gi.summary["lambda0"])
     assert gi.steps["preconditioned_sharpness"][0] < adam.steps["preconditioned_sharpness"][0] / 10
+
+
+def test_transformer_trains_with_sharpness_every_step():
+    config = TrialConfig(
+        model={"name": "transformer", "width": 8, "depth": 1, "heads": 2},
+        dataset={"name": "text", "train_size": 16, "test_size": 8, "context": 8},
+        loss="xent",
+        num_steps=3,
+        eta_trgt=0.05,
+        sharpness_every=1,
+        sharpness_max_iter=10,
+        sharpness_tol=1e-2,
+        device="cpu",
+    )
+    result = run_trial(config)
+    assert result.status in ("completed", "stuck"), result.summary.get("error")
+    assert result.summary["lambda0"] > 0
+    assert all(s is not None and s > 0 for s in result.steps["sharpness"])
+
+
+@pytest.mark.parametrize("simple, hidden_rate", [(False, 1 / 16), (True, 1.0)])
+def test_simple_mup_reaches_the_learning_rate_multipliers(simple, hidden_rate):
+    from trials.trial import make_optimizer
+
+    config = TrialConfig(
+        **{**TINY, "model": {"name": "fcn", "width": 16, "depth": 3}},
+        parameterization="mup",
+        optimizer={"name": "adam"},
+        simple_mup=simple,
+    )
+    model = Problem(config).build_model(0)
+    rates = make_optimizer(config, model).lr_multipliers
+    assert rates["layers.1.weight"] == pytest.approx(hidden_rate)  # hidden: 1/width unless simple
+    assert rates["layers.2.weight"] == pytest.approx(1.0 if simple else 1 / 4)  # readout 1/sqrt(16)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        {"name": "myrtle", "width": 4, "depth": 5},
+        {"name": "wrn", "depth": 10, "widen": 1, "base_channels": 4},
+    ],
+)
+@pytest.mark.parametrize(
+    "dataset",
+    [
+        {"name": "digits", "train_size": 32, "test_size": 16},
+        {
+            "name": "gaussian",
+            "train_size": 32,
+            "test_size": 16,
+            "dim": 64,
+            "image_shape": [1, 8, 8],
+        },
+    ],
+)
+def test_convolutional_models_train_on_8x8_images_without_cifar(model, dataset):
+    config = TrialConfig(
+        model=model,
+        dataset=dataset,
+        num_steps=2,
+        eta_trgt=0.01,
+        sharpness_every=1,
+        sharpness_max_iter=5,
+        device="cpu",
+    )
+    problem = Problem(config)
+    assert tuple(problem.x_train.shape[1:]) == (1, 8, 8)
+    result = run_trial(config, problem=problem)
+    assert result.status in ("completed", "stuck"), result.summary.get("error")
+    assert all(s is not None for s in result.steps["sharpness"])
