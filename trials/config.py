@@ -15,15 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from trials.data import DATASET_REGISTRY
 from warmup_core.models import MODEL_REGISTRY
-from warmup_core.optim import ADAM_FAMILY, OPTIMIZERS
+from warmup_core.optim import ADAM_FAMILY, OPTIMIZERS, optimizer_defaults
 from warmup_core.parameterization import PARAMETERIZATIONS
 from warmup_core.schedules import DECAYS, WARMUP_SHAPES
 
 # Options each optimizer accepts (besides its name); others are refused.
-OPTIMIZER_OPTIONS = {
-    "sgd": ("momentum", "nesterov", "weight_decay"),
-    **{name: ("beta1", "beta2", "eps", "weight_decay") for name in ADAM_FAMILY},
-}
+OPTIMIZER_OPTIONS = {name: tuple(optimizer_defaults(name)) for name in OPTIMIZERS}
 
 
 class _Strict(BaseModel):
@@ -112,6 +109,16 @@ class OptimizerConfig(_Strict):
     beta2: float | None = Field(default=None, ge=0, lt=1)
     eps: float | None = Field(default=None, ge=0)
     weight_decay: float | None = Field(default=None, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults(cls, data: Any) -> Any:
+        """Every unset hyperparameter of the named optimizer at its default, so trial ids
+        cover them."""
+        if isinstance(data, dict) and data.get("name", "sgd") in OPTIMIZERS:
+            defaults = optimizer_defaults(data.get("name", "sgd"))
+            data = {**defaults, **{k: v for k, v in data.items() if v is not None}}
+        return data
 
     @model_validator(mode="after")
     def _valid(self) -> OptimizerConfig:

@@ -23,7 +23,9 @@ which acts as a built-in warmup `eta_t = eta * sqrt(1 - beta2^t)`.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -217,6 +219,15 @@ class Adam(Optimizer):
             v = self.beta2 * v_prev + (1 - self.beta2) * g * g
             out[name] = (v.sqrt() / bc2**0.5 + self.eps) * bc1 / self.mult(name)
         return out
+
+
+def optimizer_defaults(name: str) -> dict[str, Any]:
+    """The hyperparameters optimizer `name` takes, with their defaults (from its class:
+    the one place they are written)."""
+    cls = SGD if name == "sgd" else Adam
+    skip = {"self", "lr_multipliers", "decoupled", "gi"}
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in params.items() if k not in skip}
 
 
 def build_optimizer(
