@@ -46,11 +46,13 @@ def _choice(field: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-def _resolve_entry(registry: Any, data: Any, common: tuple[str, ...] = ()) -> Any:
+def _resolve_entry(
+    registry: Any, data: Any, default_name: str, common: tuple[str, ...] = ()
+) -> Any:
     """`data` with the entry's options checked and every unset one at its default."""
     if not isinstance(data, dict):
         return data  # pydantic reports the wrong type
-    name = data.get("name", "digits" if registry is DATASET_REGISTRY else "fcn")
+    name = data.get("name", default_name)
     if not isinstance(name, str):
         raise ValueError(f"{registry.kind}.name: must be a string, got {name!r}")
     options = {k: v for k, v in data.items() if k != "name" and k not in common}
@@ -68,7 +70,7 @@ class ModelConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _resolve(cls, data: Any) -> Any:
-        return _resolve_entry(MODEL_REGISTRY, data)
+        return _resolve_entry(MODEL_REGISTRY, data, cls.model_fields["name"].default)
 
 
 _DATASET_COMMON = ("train_size", "test_size", "data_dir", "standardize")
@@ -88,7 +90,9 @@ class DatasetConfig(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _resolve(cls, data: Any) -> Any:
-        return _resolve_entry(DATASET_REGISTRY, data, _DATASET_COMMON)
+        return _resolve_entry(
+            DATASET_REGISTRY, data, cls.model_fields["name"].default, _DATASET_COMMON
+        )
 
     def loader_options(self) -> dict[str, Any]:
         """Dataset-specific keyword options for `trials.data.load_dataset`."""
