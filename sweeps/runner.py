@@ -199,7 +199,6 @@ class Progress(tune.Callback):
         self.total, self.ledger, self.stream = total, ledger, stream
         self.ended: dict[str, str] = {}
         self.running: set[str] = set()
-        self.last_step: dict[str, tuple[str, int]] = {}  # Tune trial id -> (our id, step)
         self.start = time.monotonic()
         self._shown: tuple | None = None
 
@@ -221,8 +220,6 @@ class Progress(tune.Callback):
             endings = {tid: m.get("status") for tid, m in members.items()}
         else:
             endings = {result.get(ID_KEY): result.get("status")}
-            if result.get(ID_KEY) and isinstance(result.get("step"), int | float):
-                self.last_step[trial.trial_id] = (result[ID_KEY], int(result["step"]))
         endings = {t: s for t, s in endings.items() if t and s in STATUSES}
         if endings:
             for trial_id, status in endings.items():
@@ -239,6 +236,10 @@ class Progress(tune.Callback):
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.running.discard(trial.trial_id)
         self._print()
+
+    def finish(self) -> None:
+        """The last line, without an ETA."""
+        self._print(final=True)
 
     def _print(self, final: bool = False) -> None:
         counts = Counter(self.ended.values())
@@ -373,7 +374,7 @@ def run_sweep(
         else:
             space = {"overrides": tune.grid_search([p.overrides for p in pending])}
             _tuner(spec, results, space, progress).fit()
-        progress._print(final=True)
+        progress.finish()
     return _outcome(ledger, [p.trial_id for p in planned], skipped)
 
 
@@ -466,7 +467,7 @@ def _run_optuna(
             search_alg=searcher, scheduler=_scheduler(spec), num_samples=todo
         )
         _tuner(spec, results, space, progress, tune_config).fit()
-        progress._print(final=True)
+        progress.finish()
     ran = list(searcher.started.values())
     outcome = _outcome(ledger, list(dict.fromkeys([*ended, *ran])), len(ended))
     outcome.stopped_early = outcome.counts.get("stopped", 0)
@@ -503,7 +504,7 @@ def _run_boundary(
             progress = Progress(len(todo), ledger, stream)
             space = {"overrides": tune.grid_search([p.overrides for p in todo])}
             _tuner(spec, results, space, progress, run_name=f"round{round_index}").fit()
-            progress._print(final=True)
+            progress.finish()
             ledger.settle(p.trial_id for p in todo)
         search.record({p.trial_id: ledger.statuses.get(p.trial_id) for p in batch})
         all_ids += [p.trial_id for p in batch]
