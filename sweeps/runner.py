@@ -51,20 +51,22 @@ class Ledger:
     def __init__(self, results: str, sweep: str) -> None:
         self.results, self.sweep = results, sweep
         self.statuses: dict[str, str] = read_statuses(results, sweep)
+        self.reported: set[str] = set()
 
     def record(self, trial_id: str, status: str) -> None:
         """A trial reported how it ended (after writing its files)."""
         if status in STATUSES:
             self.statuses[trial_id] = status
+            self.reported.add(trial_id)
 
     def ended(self, trial_id: str) -> bool:
         """Whether the trial has an ending a rerun keeps (anything but error)."""
         return self.statuses.get(trial_id) in ENDED
 
     def settle(self, trial_ids: Iterable[str]) -> None:
-        """Look up, by their own summary files, the trials that never reported an ending
-        (a worker that died after writing, a trial a scheduler stopped)."""
-        unknown = [t for t in trial_ids if t not in self.statuses]
+        """Look up, by their own summary files, the trials that have not ended and did not
+        report in this run (a worker that died after writing, a trial a scheduler stopped)."""
+        unknown = [t for t in trial_ids if t not in self.reported and not self.ended(t)]
         if unknown:
             self.statuses.update(read_summaries(self.results, self.sweep, unknown))
 
