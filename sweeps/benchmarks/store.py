@@ -16,6 +16,7 @@ temporary directory), and measures:
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
 import time
 from typing import Any
@@ -73,7 +74,10 @@ def _timed(fn) -> tuple[float, Any]:
 
 
 def measure(n: int) -> dict[str, Any]:
-    """Write `n` trials of a 2n-trial grid and time writes, load and resume planning."""
+    """Write `n` trials of a 2n-trial grid and time writes, load and resume planning.
+
+    Prints the mean write cost of every tenth of the writes to stderr as it goes.
+    """
     from results.store import load, read_statuses, sweep_dir, write_trial
     from sweeps.runner import pending_trials
     from trials.trial import trial_summary
@@ -96,6 +100,10 @@ def measure(n: int) -> dict[str, Any]:
             start = time.perf_counter()
             write_trial(results, spec.name, summary, steps)
             write_s.append(time.perf_counter() - start)
+            tenth = max(1, n // 10)
+            if len(write_s) % tenth == 0:
+                window = 1000 * float(np.mean(write_s[-tenth:]))
+                print(f"  wrote {len(write_s)}/{n}: {window:.2f} ms per trial", file=sys.stderr)
         sweep = sweep_dir(results, spec.name)
         trials_dir, steps_dir = os.path.join(sweep, "trials"), os.path.join(sweep, "steps")
 
@@ -134,11 +142,15 @@ def measure(n: int) -> dict[str, Any]:
 def run(quick: bool = False, sizes: tuple[int, ...] | None = None) -> dict[str, Any]:
     """Measure every size (`quick`: one tiny size, for a smoke test)."""
     sizes = sizes or (QUICK_SIZES if quick else SIZES)
-    rows = [measure(n) for n in sizes]
-    for r in rows:
+    rows = []
+    for n in sizes:
+        r = measure(n)
         r["write_last_vs_first"] = r["write_ms_last"] / r["write_ms_first"]
         r["load_vs_plain_scan"] = r["load_s"] / r["plain_load_s"]
         r["statuses_vs_plain_scan"] = r["statuses_s"] / r["plain_statuses_s"]
+        rows.append(r)
+        # Each size's table as soon as it is measured: the large sizes take a while.
+        print(format_table({"cpus": os.cpu_count(), "sizes": [r]}), file=sys.stderr)
     return {"cpus": os.cpu_count(), "sizes": rows}
 
 
