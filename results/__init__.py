@@ -12,12 +12,14 @@ from results.analysis import (
     phase_table,
     regime_map,
 )
-from results.schema import STATUSES, STEP_SCHEMA, TRIAL_SCHEMA
+from results.schema import ENDED, STATUSES, STEP_SCHEMA, TRIAL_SCHEMA
 from results.store import (
     Loaded,
+    child,
     completed_trial_ids,
     join_steps,
     load,
+    read_statuses,
     select,
     sweep_dir,
     write_spec,
@@ -25,18 +27,21 @@ from results.store import (
 )
 
 __all__ = [
+    "ENDED",
     "STATUSES",
     "STEP_SCHEMA",
     "TRIAL_SCHEMA",
     "Loaded",
     "PhaseDiagram",
     "best_configs",
+    "child",
     "completed_trial_ids",
     "divergence_boundary",
     "join_steps",
     "load",
     "phase_diagram",
     "phase_table",
+    "read_statuses",
     "regime_map",
     "select",
     "sweep_dir",

@@ -5,12 +5,15 @@ x eta_trgt cell, aggregated over seed replicates (`init_seed`, `data_seed`). Rul
 
 - Cell status, first match wins: `missing` (no trial in the cell), `diverged` (any
   seed diverged: the cell is not reliably trainable), `stuck` (any seed stuck),
-  `ok` (at least one seed completed; seeds that ended in `error` are ignored, as an
-  error says nothing about the optimization), `error` (every seed errored).
+  `ok` (at least one seed completed; seeds that ended in `error` or `stopped` are
+  ignored, as neither says how the optimization ends), `stopped` (a scheduler such
+  as ASHA stopped every other seed early: no final metric), `error` (every seed
+  errored).
 - The metric mean/std are over the completed and stuck seeds with a finite value
   (std is the sample std, NaN for a single seed).
 - The divergence boundary follows the paper: trainable = did not diverge, so
-  `stuck` cells are trainable; `error` and `missing` cells are unknown and ignored.
+  `stuck` cells are trainable; `stopped`, `error` and `missing` cells are unknown
+  and ignored.
 - The eta axis is `eta_trgt_relative` (multiples of 1/lambda0, exact grid values, the
   same across seeds whose lambda0 differ) when every trial of the facet has it, else
   the absolute `eta_trgt` (`eta="auto"`); either can be forced.
@@ -25,10 +28,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from results.schema import ADAM_FAMILY
+from results.schema import ADAM_FAMILY, STATUSES
 
 DEFAULT_FACETS: tuple[str, ...] = ("parameterization", "optimizer", "init_scale")
-CELL_STATUSES: tuple[str, ...] = ("ok", "stuck", "diverged", "error", "missing")
+CELL_STATUSES: tuple[str, ...] = ("ok", "stuck", "diverged", "stopped", "error", "missing")
 ETA_COLUMNS: tuple[str, ...] = ("eta_trgt", "eta_trgt_relative")
 
 FacetKey = tuple[Hashable, ...]
@@ -94,7 +97,13 @@ def _round_eta(values: pd.Series) -> pd.Series:
 
 def _cell_status(statuses: pd.Series) -> str:
     present = set(statuses.astype(str))
-    for status, cell in (("diverged", "diverged"), ("stuck", "stuck"), ("completed", "ok")):
+    rules = (
+        ("diverged", "diverged"),
+        ("stuck", "stuck"),
+        ("completed", "ok"),
+        ("stopped", "stopped"),
+    )
+    for status, cell in rules:
         if status in present:
             return cell
     return "error" if present else "missing"
@@ -147,10 +156,7 @@ def phase_table(
                     "std": values.std(ddof=1) if len(values) > 1 else np.nan,
                     "n": len(values),
                     "n_trials": len(cell),
-                    **{
-                        f"n_{s}": int(counts.get(s, 0))
-                        for s in ("completed", "diverged", "stuck", "error")
-                    },
+                    **{f"n_{s}": int(counts.get(s, 0)) for s in STATUSES},
                     "status": _cell_status(cell["_status"]),
                     "eta_trgt": cell["eta_trgt"].astype(float).mean(),
                     "eta_x_lambda0": cell["_x_lambda0"].mean(),
@@ -174,6 +180,7 @@ def _phase_columns(facets: Sequence[str]) -> list[str]:
         "n_completed",
         "n_diverged",
         "n_stuck",
+        "n_stopped",
         "n_error",
         "status",
         "eta_trgt",
@@ -205,7 +212,7 @@ def _add_missing_cells(table: pd.DataFrame, facets: list[str]) -> pd.DataFrame:
         table.astype({f: object for f in facets}), on=on, how="left"
     )
     merged["status"] = merged["status"].fillna("missing")
-    for col in ("n", "n_trials", "n_completed", "n_diverged", "n_stuck", "n_error"):
+    for col in ("n", "n_trials", *(f"n_{s}" for s in STATUSES)):
         merged[col] = merged[col].fillna(0).astype(int)
     merged["status"] = pd.Categorical(merged["status"], categories=list(CELL_STATUSES))
     return merged[_phase_columns(facets)].sort_values(on, kind="stable").reset_index(drop=True)

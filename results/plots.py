@@ -40,6 +40,7 @@ BOUNDARY_COLOR = "#D55E00"  # vermillion from the colour-blind-safe Okabe-Ito se
 DIVERGED_COLOR = "#4D4D4D"
 ERROR_COLOR = "#CC79A7"  # reddish purple (Okabe-Ito)
 MISSING_EDGE = "#BBBBBB"
+STOPPED_COLOR = "#56B4E9"  # sky blue (Okabe-Ito)
 
 ETA_AXIS_LABEL = {
     "eta_trgt": r"$\log_2 \eta_{\mathrm{trgt}}$",
@@ -129,6 +130,11 @@ def _draw_phase(ax: Axes, diagram: PhaseDiagram, norm: Normalize, show_boundary:
                 ax.text(j, i, "×", ha="center", va="center", color="white", fontsize=11)
             elif cell == "stuck":
                 ax.add_patch(Rectangle(xy, 1, 1, fill=False, hatch="///", edgecolor="white", lw=0))
+            elif cell == "stopped":
+                ax.add_patch(
+                    Rectangle(xy, 1, 1, facecolor=STOPPED_COLOR, edgecolor="white", lw=0.5)
+                )
+                ax.text(j, i, "s", ha="center", va="center", color="black", fontsize=10)
             elif cell == "error":
                 ax.add_patch(Rectangle(xy, 1, 1, facecolor=ERROR_COLOR, edgecolor="white", lw=0.5))
                 ax.text(
@@ -180,7 +186,8 @@ def plot_phase_diagrams(
     """Heatmaps of seed-mean `metric` over log2 eta (x) and warmup steps (y), one panel per facet.
 
     Diverged cells are dark grey with a white ×, stuck cells hatched over their colour,
-    error cells purple with '!', missing cells dotted white; the divergence boundary is
+    stopped cells (a scheduler ended every seed early) blue with 's', error cells
+    purple with '!', missing cells dotted white; the divergence boundary is
     the orange step line. Loss metrics get a log colour scale unless `log_color=False`.
     """
     diagrams = phase_diagram(trials, metric, facets, eta)
@@ -239,6 +246,8 @@ def _status_handles(statuses: set, show_boundary: bool) -> list:
                 facecolor="#7FB0A0", hatch="///", edgecolor="white", label="stuck (did not learn)"
             )
         )
+    if "stopped" in statuses:
+        handles.append(Patch(facecolor=STOPPED_COLOR, label="stopped early (scheduler)"))
     if "error" in statuses:
         handles.append(Patch(facecolor=ERROR_COLOR, label="error (every seed)"))
     if "missing" in statuses:

@@ -2,11 +2,16 @@
 
 Every trial file of a sweep must have the same columns and Arrow types, because
 `pandas.read_parquet("<results>/<sweep>/trials")` takes the schema of the first
-file it opens and casts the others to it. Core columns therefore have fixed
-types (a null `diverged_step` is still int64, a null `error` still string), and
-extra flat config columns get a type from their Python value by one rule:
-bool -> bool, any other number -> float64 (so `momentum: 0` and `momentum: 0.9`
-never disagree), str -> string, anything else -> its JSON text.
+file it opens and casts the others to it. So every column a trial writes is
+declared here once, with its type: `TRIAL_SCHEMA` holds the outcome, provenance
+and every flat trial-config column (a null `diverged_step` is still int64, a null
+`model_activation` still string), and each file carries all of them. A file's
+schema never depends on the other files of the sweep, so writing one costs the
+same in an empty sweep and in one of 100k trials.
+
+Columns a caller adds beyond `TRIAL_SCHEMA` get a type from their Python value by
+one rule: bool -> bool, any other number -> float64 (so `0` and `0.9` never
+disagree), str -> string, anything else -> its JSON text, and a null -> float64.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ from typing import Any
 
 import pyarrow as pa
 
-STATUSES: tuple[str, ...] = ("completed", "diverged", "stuck", "error")
+STATUSES: tuple[str, ...] = ("completed", "diverged", "stuck", "stopped", "error")
+# Endings a rerun keeps: all but `error`. `stopped` means a scheduler (ASHA) ended the
+# trial early by design; its files hold the steps it ran and the step it reached.
+ENDED: tuple[str, ...] = ("completed", "diverged", "stuck", "stopped")
 
 # Optimizers whose stability threshold applies to the pre-conditioned sharpness.
 ADAM_FAMILY: frozenset[str] = frozenset({"adam", "adamw", "gi-adam"})
@@ -30,6 +38,7 @@ TRIAL_SCHEMA = pa.schema(
         ("sweep", pa.string()),
         ("status", pa.string()),  # one of STATUSES
         ("diverged_step", pa.int64()),  # null unless status == "diverged"
+        ("stopped_step", pa.int64()),  # last step run, null unless status == "stopped"
         ("error", pa.string()),  # exception message, null unless status == "error"
         ("model", pa.string()),
         ("dataset", pa.string()),
@@ -62,6 +71,45 @@ TRIAL_SCHEMA = pa.schema(
         ("device", pa.string()),
         ("node", pa.string()),
         ("package_version", pa.string()),
+        # Flat trial-config columns (`TrialConfig.flat()`): sections as `<section>_<option>`.
+        ("model_width", pa.int64()),
+        ("model_depth", pa.int64()),
+        ("model_activation", pa.string()),
+        ("model_bias", pa.bool_()),
+        ("model_heads", pa.int64()),
+        ("model_widen", pa.int64()),
+        ("model_base_channels", pa.int64()),
+        ("dataset_train_size", pa.int64()),
+        ("dataset_test_size", pa.int64()),
+        ("dataset_standardize", pa.bool_()),
+        ("dataset_as_image", pa.bool_()),
+        ("dataset_dim", pa.int64()),
+        ("dataset_num_classes", pa.int64()),
+        ("dataset_separation", pa.float64()),
+        ("dataset_noise", pa.float64()),
+        ("dataset_path", pa.string()),
+        ("dataset_context", pa.int64()),
+        ("last_init_scale", pa.float64()),
+        ("simple_mup", pa.bool_()),
+        ("optimizer_momentum", pa.float64()),
+        ("optimizer_nesterov", pa.bool_()),
+        ("optimizer_beta1", pa.float64()),
+        ("optimizer_beta2", pa.float64()),
+        ("optimizer_eps", pa.float64()),
+        ("optimizer_weight_decay", pa.float64()),
+        ("warmup_power", pa.float64()),
+        ("eta_min", pa.float64()),
+        ("sharpness_every", pa.int64()),
+        ("sharpness_batch_size", pa.int64()),
+        ("sharpness_tol", pa.float64()),
+        ("sharpness_max_iter", pa.int64()),
+        ("eval_every", pa.int64()),
+        ("measure_eta_c", pa.bool_()),
+        ("catapult_delta", pa.float64()),
+        ("divergence_factor", pa.float64()),
+        ("stuck_accuracy_factor", pa.float64()),
+        ("stuck_loss", pa.float64()),
+        ("dtype", pa.string()),
     ]
 )
 
@@ -150,16 +198,9 @@ def _coerce(value: Any, dtype: pa.DataType) -> Any:
     return value
 
 
-def trial_table(
-    summary: Mapping[str, Any], known_types: Mapping[str, pa.DataType] | None = None
-) -> pa.Table:
-    """One-row Arrow table of a trial summary: core columns with fixed types, extras by the rule.
-
-    `known_types` (e.g. the schema of another trial file of the same sweep) decides
-    the type of extra columns whose value is null here, and adds its columns as nulls
-    when this summary lacks them, so sibling files stay readable as one dataset.
-    """
-    known_types = dict(known_types or {})
+def trial_table(summary: Mapping[str, Any]) -> pa.Table:
+    """One-row Arrow table of a trial summary: `TRIAL_SCHEMA` columns with their declared
+    types (missing ones null), then any extra columns typed by the module rule."""
     status = summary.get("status")
     if status not in STATUSES:
         raise ValueError(f"status must be one of {list(STATUSES)}, got {status!r}")
@@ -167,22 +208,17 @@ def trial_table(
     for field in TRIAL_SCHEMA:
         try:
             value = _coerce(summary.get(field.name), field.type)
-        except (TypeError, ValueError) as exc:
+            arrays.append(pa.array([value], field.type))
+        except (TypeError, ValueError, pa.ArrowException) as exc:
             raise ValueError(f"trial column {field.name!r}: {exc}") from exc
         fields.append(field)
-        arrays.append(pa.array([value], field.type))
     core = set(TRIAL_SCHEMA.names)
-    extra_names = [k for k in summary if k not in core]
-    extra_names += [k for k in known_types if k not in core and k not in summary]
-    for name in extra_names:
+    for name, value in summary.items():
+        if name in core:
+            continue
         if not isinstance(name, str):
             raise ValueError(f"trial column names must be strings, got {name!r}")
-        value = summary.get(name)
-        dtype = extra_column_type(value) or known_types.get(name) or pa.float64()
-        if pa.types.is_string(known_types.get(name, dtype)):
-            # A sibling file already made this column text: follow it (numbers as their
-            # text), or `pandas.read_parquet` of the directory could not cast this file.
-            dtype = pa.string()
+        dtype = extra_column_type(value) or pa.float64()
         try:
             arrays.append(pa.array([_coerce(value, dtype)], dtype))
         except (TypeError, ValueError, pa.ArrowException) as exc:

@@ -6,7 +6,9 @@ Layout (a public contract, see DESIGN.md section 3):
     <results>/<sweep>/trials/<trial_id>.parquet   one summary row
     <results>/<sweep>/steps/<trial_id>.parquet    per-step rows
 
-`<results>` is a local path or any URI `pyarrow.fs.FileSystem.from_uri` understands.
+`<results>` is a local path or any URI `pyarrow.fs.FileSystem.from_uri` understands
+(`s3://bucket/prefix`, `gs://bucket/prefix`, with options such as
+`?endpoint_override=host:port&scheme=http` for an S3-compatible server).
 Each file appears whole or not at all: it is written under a hidden temporary name
 (leading '.', which pyarrow and pandas skip when reading a directory) and renamed
 into place. The steps file is written first and the summary last, so a summary file
@@ -29,11 +31,13 @@ import posixpath
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
@@ -58,12 +62,18 @@ _NO_RENAME_FILESYSTEMS = frozenset({"s3", "gcs"})
 # --------------------------------------------------------------------------- paths
 
 
-def _resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
-    """Filesystem and path inside it for a local path or a URI."""
+def resolve(location: str | os.PathLike) -> tuple[pafs.FileSystem, str]:
+    """Filesystem and path inside it for a local path or a URI.
+
+    On S3, file opens are delayed, so a small file (every summary, most steps files)
+    goes up in one PutObject request instead of a three-request multipart upload.
+    """
     location = os.fspath(location)
-    if "://" in location:
-        return pafs.FileSystem.from_uri(location)
-    return pafs.LocalFileSystem(), os.path.abspath(location)
+    if "://" not in location:
+        return pafs.LocalFileSystem(), os.path.abspath(location)
+    if location.startswith("s3://") and "allow_delayed_open" not in location:
+        location += ("&" if "?" in location else "?") + "allow_delayed_open=true"
+    return pafs.FileSystem.from_uri(location)
 
 
 def _join(fs: pafs.FileSystem, *parts: str) -> str:
@@ -72,26 +82,38 @@ def _join(fs: pafs.FileSystem, *parts: str) -> str:
     return posixpath.join(*parts)
 
 
+def child(location: str | os.PathLike, name: str) -> str:
+    """`location/name` for a local path or a URI; a URI keeps its query options
+    (e.g. `s3://bucket/res?endpoint_override=host:9000&scheme=http`)."""
+    location = os.fspath(location)
+    if "://" not in location:
+        return os.path.join(location, name)
+    base, sep, query = location.partition("?")
+    return base.rstrip("/") + "/" + name + sep + query
+
+
 def sweep_dir(results: str | os.PathLike, sweep: str) -> str:
     """Path (or URI) of a sweep's directory under the results root."""
     validate_name("sweep", sweep)
     results = os.fspath(results)
-    if "://" in results:
-        return results.rstrip("/") + "/" + sweep
-    return os.path.join(os.path.abspath(results), sweep)
+    return child(results if "://" in results else os.path.abspath(results), sweep)
 
 
 # --------------------------------------------------------------------------- writing
 
 
 def _write_atomic(fs: pafs.FileSystem, path: str, write: Any) -> None:
-    """Call `write(target_path)` so that `path` ends up complete or untouched."""
-    directory = os.path.dirname(path) if fs.type_name == "local" else posixpath.dirname(path)
-    fs.create_dir(directory, recursive=True)
+    """Call `write(target_path)` so that `path` ends up complete or untouched.
+
+    Never lists a directory: the cost of a write does not grow with the sweep.
+    """
     if fs.type_name in _NO_RENAME_FILESYSTEMS:
+        # No directories to make and no rename; an object appears whole on its single
+        # PUT (or multipart completion), so readers never see half of it.
         write(path)
         return
-    base = os.path.basename(path) if fs.type_name == "local" else posixpath.basename(path)
+    directory, base = os.path.split(path) if fs.type_name == "local" else posixpath.split(path)
+    fs.create_dir(directory, recursive=True)
     tmp = _join(fs, directory, f".{base}.{uuid.uuid4().hex}.tmp")
     try:
         write(tmp)
@@ -107,19 +129,6 @@ def _write_parquet(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
     _write_atomic(fs, path, lambda target: pq.write_table(table, target, filesystem=fs))
 
 
-def _known_trial_types(fs: pafs.FileSystem, trials_dir: str, skip: str) -> dict[str, pa.DataType]:
-    """Column types of one readable sibling trial file, so a new file matches it."""
-    for path in _parquet_files(fs, trials_dir):
-        if os.path.basename(path) == skip:
-            continue
-        try:
-            schema = pq.read_schema(path, filesystem=fs)
-        except (OSError, pa.ArrowException):
-            continue
-        return {f.name: f.type for f in schema}
-    return {}
-
-
 def write_trial(
     results: str | os.PathLike,
     sweep: str,
@@ -128,31 +137,29 @@ def write_trial(
 ) -> None:
     """Write a trial's steps file, then its one-row summary file, each atomically.
 
-    `summary` holds the core columns (`results.schema.TRIAL_SCHEMA`; missing ones are
-    null) plus any flat extra config columns. A rerun of the same `trial_id` replaces
+    `summary` holds the `results.schema.TRIAL_SCHEMA` columns (missing ones are
+    null) plus any other flat columns. A rerun of the same `trial_id` replaces
     both files; `steps=None` writes (replaces) the summary only. Raises ValueError
-    naming the field for a bad name, status or value.
+    naming the field for a bad name, status or value, and then writes nothing.
     """
     validate_name("sweep", sweep)
     trial_id = validate_name("trial_id", summary.get("trial_id"))
     if summary.get("sweep", sweep) != sweep:
         raise ValueError(f"summary sweep {summary.get('sweep')!r} differs from sweep {sweep!r}")
-    fs, root = _resolve(results)
+    fs, root = resolve(results)
     base = _join(fs, root, sweep)
-    trials_dir = _join(fs, base, TRIALS_DIR)
     file_name = f"{trial_id}.parquet"
     # Build both tables before writing anything, so bad input writes nothing.
     step_rows = None if steps is None else steps_table(steps, trial_id)
-    known = _known_trial_types(fs, trials_dir, skip=file_name)
-    row = trial_table({**summary, "sweep": sweep}, known_types=known)
+    row = trial_table({**summary, "sweep": sweep})
     if step_rows is not None:
         _write_parquet(fs, _join(fs, base, STEPS_DIR, file_name), step_rows)
-    _write_parquet(fs, _join(fs, trials_dir, file_name), row)
+    _write_parquet(fs, _join(fs, base, TRIALS_DIR, file_name), row)
 
 
 def write_spec(results: str | os.PathLike, sweep: str, yaml_text: str) -> str:
     """Write the resolved spec as `<results>/<sweep>/spec.yaml` atomically; return its path."""
-    fs, root = _resolve(results)
+    fs, root = resolve(results)
     path = _join(fs, root, validate_name("sweep", sweep), SPEC_FILE)
 
     def write(target: str) -> None:
@@ -233,32 +240,65 @@ def _sweep_dirs(fs: pafs.FileSystem, path: str) -> list[str]:
     )
 
 
-def _read_tables(
+def _dataset_schema(fs: pafs.FileSystem, files: list[str], declared: pa.Schema) -> pa.Schema:
+    """The declared schema plus any extra columns of the first file (as `pandas.read_parquet`
+    of the directory would see them)."""
+    try:
+        first = pq.read_schema(files[0], filesystem=fs)
+    except (OSError, pa.ArrowException):
+        return declared
+    extras = [f for f in first if f.name not in declared.names]
+    return pa.schema([*declared, *extras])
+
+
+def _scan(
     fs: pafs.FileSystem,
-    files: Iterable[str],
+    files: list[str],
+    declared: pa.Schema,
     unreadable: list[tuple[str, str]],
     columns: list[str] | None = None,
-) -> list[pa.Table]:
-    tables = []
-    for path in files:
+) -> pa.Table:
+    """All `files` as one table with the declared column types, scanned as one dataset.
+
+    If any file cannot be read (truncated, corrupt, another schema), each file is
+    scanned on its own: the bad ones go to `unreadable` with a reason, the rest load.
+    """
+    schema = _dataset_schema(fs, files, declared) if files else declared
+    columns = columns or schema.names
+    if not files:
+        return schema.empty_table().select(columns)
+    dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=fs)
+    try:
+        return dataset.to_table(columns=columns)
+    except (OSError, pa.ArrowException, ValueError):
+        pass  # find the bad files below
+
+    def read_one(fragment: ds.Fragment) -> pa.Table | tuple[str, str]:
         try:
-            tables.append(pq.read_table(path, filesystem=fs, columns=columns))
+            return fragment.to_table(schema=schema, columns=columns)
         except (OSError, pa.ArrowException, ValueError) as exc:
-            # A writer killed mid-file or a sweep still running: report, never fail the load.
-            reason = f"{type(exc).__name__}: {exc}"
-            unreadable.append((path, reason))
-            warnings.warn(f"unreadable results file {path}: {reason}", stacklevel=3)
-    return tables
+            return (fragment.path, f"{type(exc).__name__}: {exc}")
+
+    with ThreadPoolExecutor(max_workers=min(32, (os.cpu_count() or 1) * 4)) as pool:
+        parts = list(pool.map(read_one, dataset.get_fragments()))
+    tables = []
+    for part in parts:
+        if isinstance(part, tuple):
+            # A writer killed mid-file or a foreign file: report, never fail the load.
+            unreadable.append(part)
+        else:
+            tables.append(part)
+    return pa.concat_tables(tables) if tables else schema.empty_table().select(columns)
 
 
-def _concat(tables: list[pa.Table], schema: pa.Schema) -> pa.Table:
-    """Concatenate per-file tables whose extra columns may differ; empty -> `schema`'s columns."""
-    if not tables:
-        return schema.empty_table()
+def _concat(tables: list[pa.Table]) -> pa.Table:
+    """Concatenate the tables of several sweeps, whose extra columns may differ."""
+    if len(tables) == 1:
+        return tables[0]
     try:
         return pa.concat_tables(tables, promote_options="permissive")
     except pa.ArrowException:
-        # Incompatible extra columns across files (e.g. float in one, text in another):
+        # Incompatible extra columns across sweeps (e.g. float in one, text in another):
         # fall back to pandas, which stores such a column as object.
         frames = [t.to_pandas() for t in tables]
         return pa.Table.from_pandas(pd.concat(frames, ignore_index=True), preserve_index=False)
@@ -285,40 +325,87 @@ def _to_pandas(table: pa.Table, category_columns: Iterable[str]) -> pd.DataFrame
 def load(path: str | os.PathLike) -> Loaded:
     """Load the trials and steps of a sweep directory, or of every sweep under a results root.
 
-    Files are read one by one: a truncated or corrupt file is listed in
-    `.unreadable` (and warned about) while everything else loads.
+    `path` is a local path or an `s3://` / `gs://` URI. Each sweep's files are
+    scanned as one dataset; a truncated or corrupt file is listed in `.unreadable`
+    (and warned about) while everything else loads.
     """
-    fs, root = _resolve(path)
+    fs, root = resolve(path)
     unreadable: list[tuple[str, str]] = []
     trial_tables, step_tables = [], []
     for directory in _sweep_dirs(fs, root):
-        trial_tables += _read_tables(
-            fs, _parquet_files(fs, _join(fs, directory, TRIALS_DIR)), unreadable
-        )
-        step_tables += _read_tables(
-            fs, _parquet_files(fs, _join(fs, directory, STEPS_DIR)), unreadable
-        )
-    trials = _to_pandas(_concat(trial_tables, TRIAL_SCHEMA), CATEGORY_COLUMNS)
-    steps = _to_pandas(_concat(step_tables, STEP_SCHEMA), ("trial_id",))
+        trial_files = _parquet_files(fs, _join(fs, directory, TRIALS_DIR))
+        step_files = _parquet_files(fs, _join(fs, directory, STEPS_DIR))
+        trial_tables.append(_scan(fs, trial_files, TRIAL_SCHEMA, unreadable))
+        step_tables.append(_scan(fs, step_files, STEP_SCHEMA, unreadable))
+    for file, reason in unreadable:
+        warnings.warn(f"unreadable results file {file}: {reason}", stacklevel=2)
+    trials = _to_pandas(_concat(trial_tables or [TRIAL_SCHEMA.empty_table()]), CATEGORY_COLUMNS)
+    steps = _to_pandas(_concat(step_tables or [STEP_SCHEMA.empty_table()]), ("trial_id",))
     if "trial_id" in trials.columns:
         trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
     return Loaded(trials, steps, unreadable)
 
 
+def read_statuses(
+    results: str | os.PathLike,
+    sweep: str | None = None,
+    unreadable: list[tuple[str, str]] | None = None,
+) -> dict[str, str]:
+    """`{trial_id: status}` of every readable summary of a sweep.
+
+    `results` is the results root and `sweep` the sweep's name, or `results` is the
+    sweep directory itself and `sweep` is None. Reads only the two columns; a
+    missing sweep has no statuses. Unreadable summaries are left out, and listed
+    as (path, reason) in `unreadable` when given.
+    """
+    fs, root = resolve(results)
+    directory = root if sweep is None else _join(fs, root, validate_name("sweep", sweep))
+    files = _parquet_files(fs, _join(fs, directory, TRIALS_DIR))
+    table = _scan(
+        fs, files, TRIAL_SCHEMA, [] if unreadable is None else unreadable, ["trial_id", "status"]
+    )
+    return dict(
+        zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True)
+    )
+
+
+def read_summaries(
+    results: str | os.PathLike, sweep: str, trial_ids: Iterable[str]
+) -> dict[str, str]:
+    """`{trial_id: status}` of the given trials that have a readable summary, read by their
+    file names (no listing of the sweep)."""
+    fs, root = resolve(results)
+    trials_dir = _join(fs, root, validate_name("sweep", sweep), TRIALS_DIR)
+    paths = [_join(fs, trials_dir, f"{validate_name('trial_id', t)}.parquet") for t in trial_ids]
+    if not paths:
+        return {}
+    present = [i.path for i in fs.get_file_info(paths) if i.type == pafs.FileType.File]
+    table = _scan(fs, present, TRIAL_SCHEMA, [], ["trial_id", "status"])
+    return dict(
+        zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True)
+    )
+
+
 def completed_trial_ids(results: str | os.PathLike, sweep: str) -> dict[str, str]:
     """`{trial_id: status}` of every trial of a sweep whose summary file is readable."""
-    fs, root = _resolve(results)
-    trials_dir = _join(fs, root, validate_name("sweep", sweep), TRIALS_DIR)
-    ended: dict[str, str] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an unreadable summary simply means "rerun it"
-        tables = _read_tables(fs, _parquet_files(fs, trials_dir), [], ["trial_id", "status"])
-    for table in tables:
-        for trial_id, status in zip(
-            table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True
-        ):
-            ended[trial_id] = status
-    return ended
+    return read_statuses(results, sweep)
+
+
+def read_text(location: str | os.PathLike) -> str | None:
+    """The text of a small file (e.g. a sweep's spec.yaml) at a local path or URI; None if absent."""
+    fs, path = resolve(location)
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read().decode("utf-8")
+    except FileNotFoundError:
+        return None
+
+
+def is_sweep_dir(location: str | os.PathLike) -> bool:
+    """Whether `location` (local path or URI) holds a sweep: a trials/ directory or a spec.yaml."""
+    fs, path = resolve(location)
+    kinds = fs.get_file_info([_join(fs, path, TRIALS_DIR), _join(fs, path, SPEC_FILE)])
+    return kinds[0].type == pafs.FileType.Directory or kinds[1].type == pafs.FileType.File
 
 
 # --------------------------------------------------------------------------- helpers

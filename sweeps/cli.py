@@ -1,16 +1,16 @@
 """`warmup-sweep`: run, inspect, analyze and probe warmup sweeps.
 
-Exit codes: 0 success (every trial ended: completed, diverged or stuck),
-1 some trial ended in `error` or never ended, 2 bad spec, arguments or files.
+Results locations (`run --results`, `status`, `analyze`) are local paths or
+`s3://` / `gs://` URIs alike. Exit codes: 0 success (every trial ended:
+completed, diverged, stuck or stopped), 1 some trial ended in `error` or never
+ended, 2 bad spec, arguments, files, or a cluster that cannot be joined.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -36,16 +36,25 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("spec")
     run.add_argument("--results", default=DEFAULT_RESULTS, help="local dir or s3://, gs:// URI")
     run.add_argument("--address", help="join a running Ray cluster ('auto' or host:port)")
-    run.add_argument("--resume", action="store_true", help="run only trials not ended yet")
+    run.add_argument(
+        "--shared-results",
+        action="store_true",
+        help="with --address: the local --results path is shared storage every node mounts",
+    )
+    # Every run resumes; the old flag gets a one-line explanation instead of a silent no-op.
+    run.add_argument("--resume", action="store_true", help=argparse.SUPPRESS)
     run.add_argument("--dry-run", action="store_true", help="list the trials, run nothing")
     run.add_argument("--num-cpus", type=int, help="CPUs of the embedded local Ray")
 
     status = sub.add_parser("status", help="counts by status and what is missing")
-    status.add_argument("dir", help="a sweep directory (<results>/<sweep>)")
+    status.add_argument("dir", help="a sweep directory (<results>/<sweep>), local or URI")
 
     analyze = sub.add_parser("analyze", help="phase diagrams, boundary and summary")
-    analyze.add_argument("dir", help="a sweep directory (<results>/<sweep>)")
-    analyze.add_argument("--out", help="output directory (default: <dir>/analysis)")
+    analyze.add_argument("dir", help="a sweep directory (<results>/<sweep>), local or URI")
+    analyze.add_argument(
+        "--out",
+        help="local output directory (default: <dir>/analysis, or ./<sweep>-analysis for a URI)",
+    )
 
     probe = sub.add_parser("probe", help="lambda_H(0), eta_c and Adam's sharpness at init")
     probe.add_argument("spec_or_trial", help="a spec (its base is probed) or a trial config YAML")
@@ -54,15 +63,23 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("specs", help="list bundled specs, models and datasets (plugins too)")
 
     bench = sub.add_parser("bench", help="benchmarks that print ratios side by side")
-    bench.add_argument("which", choices=["sharpness", "overhead", "packing"])
+    bench.add_argument("which", choices=["sharpness", "overhead", "packing", "store"])
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    bench.add_argument(
+        "--trials",
+        type=int,
+        nargs="+",
+        metavar="N",
+        help="store: sweep sizes to measure (default 1000 10000 50000)",
+    )
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `warmup-sweep` console script."""
     args = _parser().parse_args(argv)
+    from sweeps.runner import ClusterError
     from sweeps.spec import SpecError
     from trials.data import DataError
 
@@ -76,20 +93,36 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
-    except (SpecError, DataError, UsageError) as exc:
+    except (SpecError, DataError, UsageError, ClusterError) as exc:
         print(f"warmup-sweep: error: {exc}", file=sys.stderr)
         return 2
 
 
+def _is_uri(location: str) -> bool:
+    return "://" in location
+
+
 def _check_results_location(results: str) -> None:
-    if "://" not in results and Path(results).exists() and not Path(results).is_dir():
+    if not _is_uri(results) and Path(results).exists() and not Path(results).is_dir():
         raise UsageError(f"--results: {results} exists and is not a directory")
 
 
 def _run(args: argparse.Namespace) -> int:
+    from results.store import child
     from sweeps.runner import dry_run, run_sweep
     from sweeps.spec import load_spec
 
+    if args.resume:
+        raise UsageError(
+            "--resume was removed: every run skips the trials that already ended, "
+            "so re-running the same command resumes"
+        )
+    if args.address and not _is_uri(args.results) and not args.shared_results:
+        raise UsageError(
+            f"--results {args.results} is a local path, but --address runs trials on other "
+            "nodes, which would write to their own disks: give an s3:// or gs:// URI, or add "
+            "--shared-results if every node mounts this path"
+        )
     spec, _ = load_spec(args.spec)
     _check_results_location(args.results)
     if args.dry_run:
@@ -98,48 +131,62 @@ def _run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{k} {v}" for k, v in sorted(outcome.counts.items()))
     print(f"sweep {spec.name}: {counts or 'no trials'}; skipped {outcome.skipped} already ended")
     if outcome.stopped_early:
-        print(f"{outcome.stopped_early} trials stopped early by ASHA (no files written)")
+        print(f"{outcome.stopped_early} trials stopped early by ASHA (steps and summary written)")
     if outcome.missing:
         print(f"{len(outcome.missing)} trials wrote no summary (see the Ray Tune logs)")
-    print(f"results: {os.path.join(args.results, spec.name)}")
+    print(f"results: {child(args.results, spec.name)}")
     return outcome.exit_code
 
 
-def _sweep_dir(path: str) -> Path:
-    d = Path(path)
-    if not d.is_dir():
-        raise UsageError(f"{path}: no such sweep directory")
-    if not (d / "trials").is_dir() and not (d / "spec.yaml").exists():
-        raise UsageError(f"{path}: not a sweep directory (no trials/ or spec.yaml)")
-    return d
+def _sweep_dir(location: str) -> str:
+    """The sweep directory (local path or URI) after checking it holds a sweep."""
+    from results.store import is_sweep_dir
+
+    try:
+        found = is_sweep_dir(location)
+    except (OSError, ValueError) as exc:  # unknown scheme, unreachable bucket, bad credentials
+        raise UsageError(f"{location}: cannot read: {exc}".replace("\n", " ")) from None
+    if not found and not _is_uri(location) and not Path(location).is_dir():
+        raise UsageError(f"{location}: no such sweep directory")
+    if not found:
+        raise UsageError(f"{location}: not a sweep directory (no trials/ or spec.yaml)")
+    return location
+
+
+def _read_spec(sweep_dir: str):
+    """The sweep's resolved spec.yaml, or None without one."""
+    from results.store import child, read_text
+    from sweeps.spec import parse_spec
+
+    text = read_text(child(sweep_dir, "spec.yaml"))
+    if text is None:
+        return None
+    return parse_spec(yaml.safe_load(text), child(sweep_dir, "spec.yaml"))
 
 
 def _status(args: argparse.Namespace) -> int:
-    from results import load
-    from sweeps.spec import expand, parse_spec
+    from results.schema import STATUSES
+    from results.store import read_statuses
+    from sweeps.spec import expand
 
     d = _sweep_dir(args.dir)
-    with warnings.catch_warnings():  # unreadable files are listed below instead
-        warnings.simplefilter("ignore")
-        trials, _ = loaded = load(d)
-    counts = Counter(trials["status"].astype(str)) if len(trials) else Counter()
-    print(f"{d}: {len(trials)} trials with a summary")
-    for status in ("completed", "diverged", "stuck", "error"):
+    unreadable: list[tuple[str, str]] = []
+    statuses = read_statuses(d, unreadable=unreadable)
+    counts = Counter(statuses.values())
+    print(f"{d}: {len(statuses)} trials with a summary")
+    for status in STATUSES:
         print(f"  {status:<10} {counts.get(status, 0)}")
-    for path, reason in loaded.unreadable:
+    for path, reason in unreadable:
         print(f"  unreadable: {path}: {reason}")
-    spec_file = d / "spec.yaml"
-    if spec_file.exists():
-        spec = parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file))
-        if spec.search.kind == "grid":
-            have = set(trials["trial_id"].astype(str)) if len(trials) else set()
-            planned = expand(spec)
-            missing = [p for p in planned if p.trial_id not in have]
-            print(f"  missing    {len(missing)} of {len(planned)} planned")
-            for p in missing[:20]:
-                print(f"    {p.trial_id}  " + ", ".join(f"{k}={v}" for k, v in p.overrides.items()))
-            if len(missing) > 20:
-                print(f"    ... and {len(missing) - 20} more")
+    spec = _read_spec(d)
+    if spec is not None and spec.search.kind == "grid":
+        planned = expand(spec)
+        missing = [p for p in planned if p.trial_id not in statuses]
+        print(f"  missing    {len(missing)} of {len(planned)} planned")
+        for p in missing[:20]:
+            print(f"    {p.trial_id}  " + ", ".join(f"{k}={v}" for k, v in p.overrides.items()))
+        if len(missing) > 20:
+            print(f"    ... and {len(missing) - 20} more")
     return 0
 
 
@@ -147,9 +194,14 @@ def _analyze(args: argparse.Namespace) -> int:
     from results.report import analyze
 
     d = _sweep_dir(args.dir)
-    out = Path(args.out) if args.out else d / "analysis"
+    if args.out:
+        out = Path(args.out)
+    elif _is_uri(d):
+        out = Path(f"{d.partition('?')[0].rstrip('/').rsplit('/', 1)[-1]}-analysis")
+    else:
+        out = Path(d) / "analysis"
     report = analyze(
-        str(d),
+        d,
         str(out),
         progress=lambda msg: print(msg, file=sys.stderr),
         expected_trials=_planned_count(d),
@@ -159,15 +211,14 @@ def _analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _planned_count(sweep_dir: Path) -> int | None:
+def _planned_count(sweep_dir: str) -> int | None:
     """How many trials the sweep's grid plans (None for searches or without spec.yaml)."""
-    from sweeps.spec import expand, parse_spec
+    from sweeps.spec import expand
 
-    spec_file = sweep_dir / "spec.yaml"
-    if not spec_file.exists():
+    spec = _read_spec(sweep_dir)
+    if spec is None or spec.search.kind != "grid":
         return None
-    spec = parse_spec(yaml.safe_load(spec_file.read_text()), str(spec_file))
-    return len(expand(spec)) if spec.search.kind == "grid" else None
+    return len(expand(spec))
 
 
 def _probe(args: argparse.Namespace) -> int:
@@ -232,7 +283,12 @@ def _bench(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(f"sweeps.benchmarks.{args.which}")
-    result = module.run(quick=args.quick)
+    if args.trials and args.which != "store":
+        raise UsageError("--trials applies to bench store only")
+    if args.trials and min(args.trials) < 1:
+        raise UsageError("--trials: sizes must be positive")
+    sizes = {"sizes": tuple(args.trials)} if args.trials else {}
+    result = module.run(quick=args.quick, **sizes)
     print(json.dumps(result, indent=2, default=str) if args.json else module.format_table(result))
     return 0
 

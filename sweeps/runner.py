@@ -2,18 +2,27 @@
 
 The sweep expands its grid itself (one `tune.grid_search` over the list of
 trials, so Ray never expands several keys), skips trials whose summary file
-already records an ending (completed, diverged or stuck), and runs the rest
-as Ray Tune trials. Workers write their own Parquet files; those files are
-the source of truth for resume, status and exit codes.
+already records an ending (completed, diverged, stuck or stopped), and runs the
+rest as Ray Tune trials. Every run resumes: re-running a finished sweep runs
+nothing, and an interrupted one runs only what did not end. Workers write their
+own Parquet files; those files are the source of truth for resume, status and
+exit codes. The driver reads the sweep's statuses once, at planning, and keeps
+them current from the trials' own final reports (`Ledger`); only trials that
+never reported an ending are looked up again, by their own files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
+import socket
 import sys
+import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -24,13 +33,42 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray
 from ray import tune
 
-from results.schema import STATUSES
-from results.store import completed_trial_ids, write_spec
+from results.schema import ENDED, STATUSES
+from results.store import child, read_statuses, read_summaries, resolve, write_spec
 from sweeps.packing import group_into_packs, resolve_pack_size
 from sweeps.spec import PlannedTrial, SweepSpec, expand, make_trial, resolved_yaml
-from trials.tune import pack_trainable, trainable
+from trials.tune import ID_KEY, overrides_of, pack_trainable, trainable
 
-ENDED = ("completed", "diverged", "stuck")
+
+class ClusterError(RuntimeError):
+    """The Ray cluster at `--address` cannot be joined; the message says what to fix."""
+
+
+class Ledger:
+    """`{trial_id: status}` of a sweep: read from its files once, then kept current from
+    the trials' final reports."""
+
+    def __init__(self, results: str, sweep: str) -> None:
+        self.results, self.sweep = results, sweep
+        self.statuses: dict[str, str] = read_statuses(results, sweep)
+        self.reported: set[str] = set()
+
+    def record(self, trial_id: str, status: str) -> None:
+        """A trial reported how it ended (after writing its files)."""
+        if status in STATUSES:
+            self.statuses[trial_id] = status
+            self.reported.add(trial_id)
+
+    def ended(self, trial_id: str) -> bool:
+        """Whether the trial has an ending a rerun keeps (anything but error)."""
+        return self.statuses.get(trial_id) in ENDED
+
+    def settle(self, trial_ids: Iterable[str]) -> None:
+        """Look up, by their own summary files, the trials that have not ended and did not
+        report in this run (a worker that died after writing, a trial a scheduler stopped)."""
+        unknown = [t for t in trial_ids if t not in self.reported and not self.ended(t)]
+        if unknown:
+            self.statuses.update(read_summaries(self.results, self.sweep, unknown))
 
 
 @dataclass
@@ -41,21 +79,30 @@ class SweepOutcome:
     skipped: int
     counts: Counter = field(default_factory=Counter)
     missing: list[str] = field(default_factory=list)
-    stopped_early: int = 0  # trials an ASHA scheduler stopped (they write no files)
+    stopped_early: int = 0  # trials a scheduler (ASHA) stopped; also counted as `stopped`
 
     @property
     def exit_code(self) -> int:
-        """0 when every trial ended, 1 when some ended in error or never wrote a summary."""
+        """0 when every trial ended (stopped by a scheduler counts as ended), 1 when some
+        ended in error or never wrote a summary."""
         return 1 if self.counts.get("error", 0) or self.missing else 0
 
 
 def init_ray(address: str | None, num_cpus: int | None = None) -> None:
-    """Join `address`, or start an embedded Ray bound to 127.0.0.1 only."""
+    """Join `address`, or start an embedded Ray bound to 127.0.0.1 only.
+
+    Raises `ClusterError` (one line naming the fix) when the cluster cannot be joined.
+    """
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=False)
+        _join_cluster(address)
         return
+    # A new local Ray turns token authentication on by default and logs a warning that it
+    # did, on every run; that is the setting we want, so drop that one notice.
+    notice = logging.getLogger("ray._private.authentication.authentication_token_setup")
+    quiet = _DropMessage("Token authentication is enabled for this Ray cluster")
+    notice.addFilter(quiet)
     # On Linux Ray swaps a loopback `_node_ip_address` for the machine's routable IP, and
     # GCS, raylet and workers then listen on every interface. Ray keeps loopback only
     # where it thinks clusters are unsupported; claim that for this start only, so that a
@@ -75,21 +122,92 @@ def init_ray(address: str | None, num_cpus: int | None = None) -> None:
         )
     finally:
         ray_constants.ENABLE_RAY_CLUSTER = cluster_mode
+        notice.removeFilter(quiet)
+
+
+class _DropMessage(logging.Filter):
+    """Drops log records whose message starts with a given text."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
+def _join_cluster(address: str) -> None:
+    """`ray.init(address)`, with Ray's retry lines swallowed and a one-line error instead."""
+    host, _, port = address.rpartition(":")
+    if address != "auto" and "://" not in address:
+        if not host or not port.isdigit():
+            raise ClusterError(
+                f"--address {address}: expected host:port (e.g. 10.0.0.5:6379) or auto"
+            )
+        try:
+            socket.create_connection((host, int(port)), timeout=5).close()
+        except OSError as exc:
+            raise ClusterError(
+                f"--address {address}: no Ray cluster answers there ({exc.strerror or exc}); "
+                "give the head node's GCS address (ray start --head prints it), or auto on a node"
+            ) from None
+    with _captured_stderr() as captured:
+        try:
+            ray.init(address=address, log_to_driver=False)
+            error = None
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            error = exc
+    text = "".join(captured)
+    if error is None:
+        sys.stderr.write(text)
+        return
+    if "InvalidAuthToken" in text or "Unauthenticated" in text or "auth" in str(error).lower():
+        raise ClusterError(
+            f"--address {address}: the cluster requires token authentication; set "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN to the cluster's token "
+            "(ray get-auth-token on the head node prints it)"
+        ) from None
+    raise ClusterError(f"--address {address}: cannot join the Ray cluster: {error}") from None
+
+
+@contextlib.contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Send file descriptor 2 (where Ray's C++ core logs) to a temporary file meanwhile;
+    the yielded list holds its text afterwards."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    captured: list[str] = []
+    with tempfile.TemporaryFile(mode="w+") as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield captured
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            captured.append(tmp.read())
 
 
 class Progress(tune.Callback):
-    """One live line: ended trials by status, running, and an ETA."""
+    """One progress line per change: ended trials by status, running, and an ETA.
 
-    def __init__(self, total: int, stream: TextIO = sys.stderr) -> None:
-        self.total, self.stream = total, stream
-        self.counts: Counter = Counter()
+    Trials report how they ended in their final result (a pack: under `members`);
+    each ending is recorded in the sweep's `Ledger` once, however often Tune
+    repeats the last result.
+    """
+
+    def __init__(self, total: int, ledger: Ledger | None = None, stream: TextIO = sys.stderr):
+        self.total, self.ledger, self.stream = total, ledger, stream
+        self.ended: dict[str, str] = {}
         self.running: set[str] = set()
         self.start = time.monotonic()
+        self._shown: tuple | None = None
 
     def __getstate__(self) -> dict:
         # Tune pickles its callbacks with the experiment (tuner.pkl); streams such as
         # Jupyter's or pytest's do not pickle, and a restored run prints to stderr.
-        return {**self.__dict__, "stream": None}
+        return {**self.__dict__, "stream": None, "ledger": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, stream=state["stream"] or sys.stderr)
@@ -99,28 +217,43 @@ class Progress(tune.Callback):
         self._print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        # A pack's final result carries each of its trials' final metrics under `members`.
         members = result.get("members")
         if isinstance(members, dict):
-            statuses = [m.get("status") for m in members.values()]
+            endings = {tid: m.get("status") for tid, m in members.items()}
         else:
-            statuses = [result.get("status")]
-        ended = [s for s in statuses if s in STATUSES]
-        if ended:
-            self.counts.update(ended)
+            endings = {result.get(ID_KEY): result.get("status")}
+        endings = {t: s for t, s in endings.items() if t and s in STATUSES}
+        if endings:
+            for trial_id, status in endings.items():
+                self.ended[trial_id] = status
+                if self.ledger is not None:
+                    self.ledger.record(trial_id, status)
             self.running.discard(trial.trial_id)
             self._print()
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self.running.discard(trial.trial_id)
+        self._print()
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self.running.discard(trial.trial_id)
         self._print()
 
+    def finish(self) -> None:
+        """The last line, without an ETA."""
+        self._print(final=True)
+
     def _print(self, final: bool = False) -> None:
-        done = sum(self.counts.values())
+        counts = Counter(self.ended.values())
+        key = (tuple(counts[s] for s in STATUSES), len(self.running), final)
+        if key == self._shown:
+            return
+        self._shown = key
+        done = len(self.ended)
         elapsed = time.monotonic() - self.start
         eta = elapsed / done * (self.total - done) if done else math.nan
         parts = [f"{done}/{self.total} ended"]
-        parts += [f"{s} {self.counts[s]}" for s in STATUSES]
+        parts += [f"{s} {counts[s]}" for s in STATUSES]
         parts += [f"running {len(self.running)}", f"elapsed {elapsed:.0f}s"]
         if not final:
             parts.append(f"ETA {eta:.0f}s" if math.isfinite(eta) else "ETA ?")
@@ -152,8 +285,7 @@ def _tuner(
     spec: SweepSpec,
     results: str,
     param_space: dict[str, Any],
-    total: int,
-    stream: TextIO,
+    progress: Progress,
     tune_config: tune.TuneConfig | None = None,
     run_name: str | None = None,
     packed: bool = False,
@@ -166,12 +298,14 @@ def _tuner(
         cpus=spec.resources.cpu,
     )
     fn = tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    storage = results if "://" in results else os.path.abspath(results)
+    # Tune keeps its experiment state next to the results, through the same filesystem.
+    storage_fs, storage_path = resolve(child(results, spec.name))
     run_config = tune.RunConfig(
         name=run_name or "tune",
-        storage_path=f"{storage.rstrip('/')}/{spec.name}",
+        storage_path=storage_path,
+        storage_filesystem=storage_fs,
         failure_config=tune.FailureConfig(max_failures=spec.failure.retries),
-        callbacks=[Progress(total, stream), *_logger_callbacks(spec)],
+        callbacks=[progress, *_logger_callbacks(spec)],
         verbose=0,
     )
     tune_config = tune_config or tune.TuneConfig(reuse_actors=True)
@@ -196,10 +330,13 @@ def _trial_name(trial) -> str:
 
 def pending_trials(spec: SweepSpec, results: str) -> tuple[list[PlannedTrial], int]:
     """Trials of the grid without an ended summary file yet, and how many were skipped."""
-    done = completed_trial_ids(results, spec.name)
     planned = expand(spec)
-    pending = [p for p in planned if done.get(p.trial_id) not in ENDED]
+    pending = _pending(planned, Ledger(results, spec.name))
     return pending, len(planned) - len(pending)
+
+
+def _pending(planned: list[PlannedTrial], ledger: Ledger) -> list[PlannedTrial]:
+    return [p for p in planned if not ledger.ended(p.trial_id)]
 
 
 def run_sweep(
@@ -214,45 +351,48 @@ def run_sweep(
     stream = sys.stderr if stream is None else stream  # looked up now: it may be redirected
     # Tune runs each trial in its own working directory: workers need an absolute path.
     results = results if "://" in results else os.path.abspath(results)
+    if address:
+        init_ray(address, num_cpus)  # a cluster that cannot be joined leaves nothing written
     write_spec(results, spec.name, resolved_yaml(spec))
+    ledger = Ledger(results, spec.name)
     if spec.search.kind == "optuna":
-        return _run_optuna(spec, results, address, stream, num_cpus)
+        return _run_optuna(spec, results, ledger, address, stream, num_cpus)
     if spec.search.kind == "boundary":
-        return _run_boundary(spec, results, address, stream, num_cpus)
-    pending, skipped = pending_trials(spec, results)
+        return _run_boundary(spec, results, ledger, address, stream, num_cpus)
+    planned = expand(spec)
+    pending = _pending(planned, ledger)
+    skipped = len(planned) - len(pending)
     stream.write(f"sweep {spec.name}: {len(pending)} to run, {skipped} already ended\n")
     if pending:
         init_ray(address, num_cpus)
+        progress = Progress(len(pending), ledger, stream)
         pack_size = resolve_pack_size(spec.pack_size, pending, spec.resources.cpu)
         if pack_size > 1:
             # Resume is per member: only pending trials are packed.
             packs = group_into_packs(pending, pack_size)
             stream.write(f"sweep {spec.name}: {len(packs)} packs of up to {pack_size} trials\n")
             space = {"pack": tune.grid_search([[p.overrides for p in pack] for pack in packs])}
-            _tuner(spec, results, space, len(pending), stream, packed=True).fit()
+            _tuner(spec, results, space, progress, packed=True).fit()
         else:
             space = {"overrides": tune.grid_search([p.overrides for p in pending])}
-            _tuner(spec, results, space, len(pending), stream).fit()
-    return _outcome(spec, results, [p.trial_id for p in expand(spec)], skipped)
+            _tuner(spec, results, space, progress).fit()
+        progress.finish()
+    return _outcome(ledger, [p.trial_id for p in planned], skipped)
 
 
-def _outcome(spec: SweepSpec, results: str, trial_ids: list[str], skipped: int) -> SweepOutcome:
-    statuses = completed_trial_ids(results, spec.name)
+def _outcome(ledger: Ledger, trial_ids: list[str], skipped: int) -> SweepOutcome:
+    ledger.settle(trial_ids)
     outcome = SweepOutcome(planned=len(trial_ids), skipped=skipped)
     for trial_id in trial_ids:
-        if trial_id in statuses:
-            outcome.counts[statuses[trial_id]] += 1
-        else:
+        status = ledger.statuses.get(trial_id)
+        if status is None:
             outcome.missing.append(trial_id)
+        else:
+            outcome.counts[status] += 1
     return outcome
 
 
-def _run_optuna(
-    spec: SweepSpec, results: str, address: str | None, stream: TextIO, num_cpus: int | None
-) -> SweepOutcome:
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
-
+def _optuna_space(spec: SweepSpec) -> dict[str, Any]:
     from sweeps.spec import RangeAxis, RelativeAxis
 
     space: dict[str, Any] = {}
@@ -264,68 +404,114 @@ def _run_optuna(
             space[axis] = (tune.loguniform if values.log else tune.uniform)(values.low, values.high)
         else:
             space[axis] = tune.choice(values)
-    seed = tune.choice(spec.seeds) if len(spec.seeds) > 1 else spec.seeds[0]
-    for key in ("init_seed", "data_seed"):
-        if key not in spec.grid:  # a swept seed keeps its own axis
-            space[key] = seed
-    search = spec.search
-    scheduler = None
-    if search.asha:
-        base_steps = int(spec.base.get("num_steps", 100))
-        scheduler = ASHAScheduler(
-            time_attr="step", metric="train_loss", mode="min", max_t=base_steps
-        )
-    tune_config = tune.TuneConfig(
-        search_alg=OptunaSearch(metric=search.metric, mode=search.mode, seed=spec.seeds[0]),
-        scheduler=scheduler,
-        num_samples=search.num_samples,
+    if len(spec.seeds) > 1:
+        space["seed"] = tune.choice(spec.seeds)  # sets init_seed and data_seed (see overrides_of)
+    else:
+        for key in ("init_seed", "data_seed"):
+            if key not in spec.grid:  # a swept seed keeps its own axis
+                space[key] = spec.seeds[0]
+    return space
+
+
+def _scheduler(spec: SweepSpec) -> Any:
+    asha = spec.search.asha_config
+    if asha is None:
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(
+        time_attr="step",
+        metric="train_loss",
+        mode="min",
+        max_t=asha.max_t or int(spec.base.get("num_steps", 100)),
+        grace_period=asha.grace_period,
+        reduction_factor=asha.reduction_factor,
     )
-    init_ray(address, num_cpus)
-    stream.write(f"sweep {spec.name}: optuna, {search.num_samples} samples\n")
-    grid = _tuner(spec, results, space, search.num_samples, stream, tune_config).fit()
-    # Tune overwrites a reported `trial_id` with its own: recompute ours from the config.
-    ended = completed_trial_ids(results, spec.name)
-    ids, stopped = [], 0
-    for r in grid:
-        trial_id = make_trial(spec, dict(r.config)).trial_id if r.config else "<unknown>"
-        if search.asha and r.error is None and trial_id not in ended:
-            stopped += 1  # ASHA ended it early by design: no files, not a failure
-        else:
-            ids.append(trial_id)
-    outcome = _outcome(spec, results, ids, 0)
-    outcome.stopped_early = stopped
+
+
+def _run_optuna(
+    spec: SweepSpec,
+    results: str,
+    ledger: Ledger,
+    address: str | None,
+    stream: TextIO,
+    num_cpus: int | None,
+) -> SweepOutcome:
+    """Optuna through Ray Tune: `num_samples` distinct trials in all, counting those that
+    ended in earlier runs; never a trial id twice (see `sweeps.search.UniqueSearch`)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from sweeps.search import UniqueSearch
+
+    search = spec.search
+    space = _optuna_space(spec)
+    planned = expand(spec) if spec.is_finite else None
+    grid = [p.trial_id for p in planned] if planned is not None else None
+    in_sweep = set(grid) if grid is not None else set(ledger.statuses)
+    ended = [t for t in in_sweep if ledger.ended(t)]
+    todo = max(0, search.num_samples - len(ended))
+    if grid is not None:
+        todo = min(todo, len(grid) - len(ended))
+    stream.write(
+        f"sweep {spec.name}: optuna, {search.num_samples} samples, {todo} to run, "
+        f"{len(ended)} already ended\n"
+    )
+    searcher = UniqueSearch(
+        OptunaSearch(metric=search.metric, mode=search.mode, seed=spec.seeds[0]),
+        trial_id_of=lambda config: make_trial(spec, overrides_of(config)).trial_id,
+        taken=ended,
+        grid=[p.overrides for p in planned] if planned is not None else None,
+    )
+    if todo:
+        init_ray(address, num_cpus)
+        progress = Progress(todo, ledger, stream)
+        tune_config = tune.TuneConfig(
+            search_alg=searcher, scheduler=_scheduler(spec), num_samples=todo
+        )
+        _tuner(spec, results, space, progress, tune_config).fit()
+        progress.finish()
+    ran = list(searcher.started.values())
+    outcome = _outcome(ledger, list(dict.fromkeys([*ended, *ran])), len(ended))
+    outcome.stopped_early = outcome.counts.get("stopped", 0)
     return outcome
 
 
 def _run_boundary(
-    spec: SweepSpec, results: str, address: str | None, stream: TextIO, num_cpus: int | None
+    spec: SweepSpec,
+    results: str,
+    ledger: Ledger,
+    address: str | None,
+    stream: TextIO,
+    num_cpus: int | None,
 ) -> SweepOutcome:
     """Bisect log2(eta_trgt) per point of the other axes, a round of trials at a time."""
     from sweeps.boundary import BoundarySearch
 
     search = BoundarySearch(spec)
-    init_ray(address, num_cpus)
     all_ids: list[str] = []
-    round_index = 0
+    round_index = skipped = 0
     while True:
         batch = search.next_round()
         if not batch:
             break
         round_index += 1
-        done = completed_trial_ids(results, spec.name)
-        todo = [p for p in batch if done.get(p.trial_id) not in ENDED]
+        todo = [p for p in batch if not ledger.ended(p.trial_id)]
+        skipped += len(batch) - len(todo)
         stream.write(
             f"sweep {spec.name}: boundary round {round_index}, "
             f"{len(todo)} to run, {len(batch) - len(todo)} already ended\n"
         )
         if todo:
+            init_ray(address, num_cpus)
+            progress = Progress(len(todo), ledger, stream)
             space = {"overrides": tune.grid_search([p.overrides for p in todo])}
-            _tuner(spec, results, space, len(todo), stream, run_name=f"round{round_index}").fit()
-        statuses = completed_trial_ids(results, spec.name)
-        search.record({p.trial_id: statuses.get(p.trial_id) for p in batch})
+            _tuner(spec, results, space, progress, run_name=f"round{round_index}").fit()
+            progress.finish()
+            ledger.settle(p.trial_id for p in todo)
+        search.record({p.trial_id: ledger.statuses.get(p.trial_id) for p in batch})
         all_ids += [p.trial_id for p in batch]
     stream.write(search.describe())
-    return _outcome(spec, results, list(dict.fromkeys(all_ids)), 0)
+    return _outcome(ledger, list(dict.fromkeys(all_ids)), skipped)
 
 
 def dry_run(spec: SweepSpec, results: str, stream: TextIO | None = None) -> int:
@@ -342,4 +528,13 @@ def dry_run(spec: SweepSpec, results: str, stream: TextIO | None = None) -> int:
     return 0
 
 
-__all__ = ["SweepOutcome", "dry_run", "init_ray", "make_trial", "run_sweep"]
+__all__ = [
+    "ClusterError",
+    "Ledger",
+    "SweepOutcome",
+    "dry_run",
+    "init_ray",
+    "make_trial",
+    "pending_trials",
+    "run_sweep",
+]

@@ -16,6 +16,7 @@ dotted path of the field (`base.model.width: ...`, or for a bad grid value
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -45,6 +46,16 @@ class Resources(_Strict):
     gpu: float = Field(default=0.0, ge=0)
 
 
+class Asha(_Strict):
+    """ASHA early stopping, in training steps: a trial runs at least `grace_period` steps;
+    at each rung only the best 1/`reduction_factor` go on; `max_t` (default: the base
+    config's `num_steps`) is the most any trial runs."""
+
+    grace_period: int = Field(default=1, gt=0)
+    reduction_factor: float = Field(default=4.0, gt=1)
+    max_t: int | None = Field(default=None, gt=0)
+
+
 class Search(_Strict):
     """How trials are chosen: the full grid, Optuna, or a divergence-boundary bisection."""
 
@@ -52,8 +63,15 @@ class Search(_Strict):
     metric: str = "final_test_loss"
     mode: Literal["min", "max"] = "min"
     num_samples: int = Field(default=20, gt=0)
-    asha: bool = False
+    asha: bool | Asha = False  # true: ASHA with Ray Tune's defaults (see `Asha`)
     resolution: float = Field(default=0.5, gt=0)  # boundary: bracket width in log2(eta)
+
+    @property
+    def asha_config(self) -> Asha | None:
+        """The ASHA settings, or None when ASHA is off."""
+        if self.asha is True:
+            return Asha()
+        return self.asha or None
 
 
 class Failure(_Strict):
@@ -100,6 +118,11 @@ class SweepSpec(_Strict):
     logging: Logging = Logging()
     pack_size: Annotated[int, Field(gt=0)] | Literal["auto"] = 1  # trials per process
 
+    @property
+    def is_finite(self) -> bool:
+        """Whether the axes are finite lists (no low/high range): `expand` lists every trial."""
+        return not any(isinstance(v, RangeAxis) for v in self.grid.values())
+
     @field_validator("name")
     @classmethod
     def _safe_name(cls, value: str) -> str:
@@ -133,19 +156,94 @@ class PlannedTrial:
         return self.config.trial_id()
 
 
-def _format_validation(exc: ValidationError, prefix: str) -> str:
-    lines = []
-    for err in exc.errors():
-        parts = [str(p) for p in (prefix, *err["loc"]) if p != ""]
-        msg = err["msg"].removeprefix("Value error, ")
-        # Section validators name their field from the section down ("model.width: ...").
-        head = msg.split(":", 1)[0]
-        if parts and "." in head and " " not in head and head.split(".")[0] == parts[-1]:
-            parts.pop()
-            msg = f"{'.'.join(parts)}.{msg}" if parts else msg
-            parts = []
-        loc = ".".join(parts)
-        lines.append(f"{loc}: {msg}" if loc else msg)
+# Fields that accept several forms: a bad value gets one line listing the forms, not
+# one error per form. Keys are dotted locations; "*" matches any one name.
+UNION_FORMS: dict[str, str] = {
+    "grid.*": "a list of values, {relative_to: lambda0, values: [...]}, or {low, high, log}",
+    "search.asha": "true, false, or {grace_period, reduction_factor, max_t}",
+    "pack_size": "a positive integer or 'auto'",
+}
+
+
+def _matches(pattern: str, names: tuple[str, ...]) -> bool:
+    parts = pattern.split(".")
+    return len(parts) == len(names) and all(
+        p in ("*", n) for p, n in zip(parts, names, strict=True)
+    )
+
+
+def _union_of(loc: tuple[str, ...]) -> tuple[str, str] | None:
+    """(dotted field, accepted forms) of the union field that the error at `loc` lies in."""
+    for pattern, forms in UNION_FORMS.items():
+        depth = len(pattern.split("."))
+        if len(loc) > depth and _matches(pattern, loc[:depth]):
+            return ".".join(loc[:depth]), forms
+    return None
+
+
+def _value_at(data: Any, dotted: str) -> str:
+    """The input at a dotted location, as compact JSON."""
+    for key in dotted.split("."):
+        if not isinstance(data, dict) or key not in data:
+            return "an invalid value"
+        data = data[key]
+    return json.dumps(data, default=str)
+
+
+def _plain_line(parts: list[str], msg: str) -> str:
+    """`dotted.field: message` for one error at location `parts`."""
+    msg = msg.removeprefix("Value error, ")
+    # Section validators name their field from the section down ("model.width: ...").
+    head = msg.split(":", 1)[0]
+    if parts and "." in head and " " not in head and head.split(".")[0] == parts[-1]:
+        parts = parts[:-1]
+        return f"{'.'.join(parts)}.{msg}" if parts else msg
+    loc = ".".join(parts)
+    return f"{loc}: {msg}" if loc else msg
+
+
+def _format_validation(exc: ValidationError, prefix: str, data: Any = None) -> str:
+    """Pydantic errors as one line: `dotted.field: message; ...`.
+
+    A union field (`UNION_FORMS`) gets one message: the errors of the form whose
+    shape the input has (e.g. a mapping with only `Asha` keys), else the forms it
+    accepts and what it got.
+    """
+    errors = [(tuple(str(p) for p in err["loc"]), err) for err in exc.errors()]
+    lines: list[str] = []
+    unions: dict[str, list] = {}
+    for loc, err in errors:
+        union = None if prefix else _union_of(loc)
+        if union is None:
+            lines.append(_plain_line([p for p in (prefix, *loc) if p != ""], err["msg"]))
+            continue
+        if union[0] not in unions:
+            unions[union[0]] = []
+            lines.append(union[0])  # placeholder, keeps the order of fields
+        unions[union[0]].append((loc, err))
+    for field, errs in unions.items():
+        depth = len(field.split("."))
+        by_form: dict[str, list] = {}
+        for loc, err in errs:
+            by_form.setdefault(loc[depth], []).append((loc, err))
+        # A form the input fits in shape has only errors inside its own fields.
+        fitting = [
+            form_errs
+            for form_errs in by_form.values()
+            if all(
+                len(loc) > depth + 1 and err["type"] not in ("missing", "extra_forbidden")
+                for loc, err in form_errs
+            )
+        ]
+        if len(fitting) == 1:
+            text = "; ".join(
+                f"{'.'.join((field, *loc[depth + 1 :]))}: {err['msg'].removeprefix('Value error, ')}"
+                for loc, err in fitting[0]
+            )
+        else:
+            forms = next(f for p, f in UNION_FORMS.items() if _matches(p, tuple(field.split("."))))
+            text = f"{field}: expected {forms}; got {_value_at(data, field)}"
+        lines[lines.index(field)] = text
     return "; ".join(lines)
 
 
@@ -156,7 +254,7 @@ def parse_spec(data: Any, source: str = "spec") -> SweepSpec:
     try:
         spec = SweepSpec.model_validate(data)
     except ValidationError as exc:
-        raise SpecError(f"{source}: {_format_validation(exc, '')}") from None
+        raise SpecError(f"{source}: {_format_validation(exc, '', data)}") from None
     try:
         TrialConfig.model_validate(spec.base)
     except ValidationError as exc:

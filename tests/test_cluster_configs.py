@@ -25,7 +25,7 @@ RAY_SCHEMA = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
 
 # The CLI contract in DESIGN.md section 3: subcommand -> options it takes.
 WARMUP_SWEEP_CLI = {
-    "run": {"--results", "--address", "--resume", "--dry-run"},
+    "run": {"--results", "--address", "--shared-results", "--dry-run"},
     "status": set(),
     "analyze": {"--out"},
     "probe": {"--json"},

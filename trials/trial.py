@@ -9,6 +9,8 @@ and ends in one of four named statuses:
 - stuck: ran to the end without learning (train accuracy below
   `stuck_accuracy_factor` x chance; for language models, train loss not
   below `stuck_loss`, by default the unigram entropy of the training text);
+- stopped: a scheduler stopped it early (its `report` callback raised
+  `TrialStopped`); `stopped_step` is the last step it ran;
 - error: an exception; its message is recorded.
 
 Every ending writes its files when a results location is given.
@@ -60,6 +62,13 @@ STEP_COLUMNS = (
 EVAL_CHUNK = 4096  # examples per forward pass when evaluating a whole split
 
 Reporter = Callable[[dict[str, Any]], None]
+
+
+class TrialStopped(Exception):
+    """Raised by a `report` callback when a scheduler (e.g. ASHA) stops the trial early:
+    the trial ends as `stopped` at the last step it recorded, and writes its files."""
+
+
 Checkpointer = Callable[[dict[str, Any]], None]
 
 
@@ -517,6 +526,8 @@ def run_trial(
     try:
         problem = problem or Problem(config)
         summary.update(_train(config, problem, steps, report, report_every, checkpoint, resume))
+    except TrialStopped:
+        summary.update(status="stopped", stopped_step=steps["step"][-1] if steps["step"] else 0)
     except Exception as exc:  # a failing trial must never take the sweep down
         summary.update(status="error", error=f"{type(exc).__name__}: {exc}")
     summary["wall_time_s"] = time.perf_counter() - start

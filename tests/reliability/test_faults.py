@@ -87,7 +87,7 @@ def test_killed_driver_resumes_without_rerunning_or_duplicating(cli, write_spec,
     assert 1 <= len(finished) < len(planned), "the kill came too late to interrupt the sweep"
     assert run.alive() == []  # nothing of the killed run is left
 
-    code, out, err = cli("run", spec, "--results", "results", "--resume", "--num-cpus", "2").wait()
+    code, out, err = cli("run", spec, "--results", "results", "--num-cpus", "2").wait()
 
     assert code == 0, err[-3000:]
     todo = len(planned) - len(finished)

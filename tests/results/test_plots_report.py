@@ -199,7 +199,13 @@ def test_analyze_partial_sweep_with_truncated_file(sweep, tmp_path):
         assert str(path) in report.paths
         assert path.stat().st_size > 10_000, name
     assert report.n_trials == 14
-    assert report.status_counts == {"completed": 8, "diverged": 4, "stuck": 1, "error": 1}
+    assert report.status_counts == {
+        "completed": 8,
+        "diverged": 4,
+        "stuck": 1,
+        "stopped": 0,
+        "error": 1,
+    }
     assert report.expected_trials == 15
     assert [p.endswith("zz-killed.parquet") for p, _ in report.unreadable] == [True]
     assert any("zz-killed.parquet" in m for m in messages)

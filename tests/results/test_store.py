@@ -138,14 +138,43 @@ def test_extra_numbers_are_float64_so_int_and_float_values_agree(tmp_path):
     assert df["optimizer_momentum"].tolist() == [0.0, 0.9]
 
 
-def test_null_extra_takes_type_of_existing_sibling_file(tmp_path):
-    write_trial(tmp_path, "sw", summary("a", data_dir="/data"), steps_of())
-    write_trial(tmp_path, "sw", summary("b", data_dir=None), steps_of())
-    write_trial(tmp_path, "sw", summary("c"), steps_of())  # lacks the column entirely
-    for name in "bc":
-        schema = pq.read_schema(tmp_path / "sw" / "trials" / f"{name}.parquet")
-        assert schema.field("data_dir").type == pa.string()
-    assert pd.read_parquet(tmp_path / "sw" / "trials")["data_dir"].notna().sum() == 1
+def test_null_config_columns_have_their_declared_type_in_every_file(tmp_path):
+    # Written alone, with nothing else in the sweep: the type comes from the schema.
+    write_trial(tmp_path, "sw", summary("a", model_activation=None, model_bias=None), steps_of())
+    schema = pq.read_schema(tmp_path / "sw" / "trials" / "a.parquet")
+    assert schema.field("model_activation").type == pa.string()
+    assert schema.field("model_bias").type == pa.bool_()
+    assert schema.field("model_width").type == pa.int64()
+    write_trial(tmp_path, "sw", summary("b", model_activation="relu", model_width=64), steps_of())
+    df = pd.read_parquet(tmp_path / "sw" / "trials").sort_values("trial_id")
+    assert df["model_activation"].isna().tolist() == [True, False]
+    assert df["model_activation"].iloc[1] == "relu"
+    assert df["model_width"].tolist()[1] == 64
+
+
+def test_a_file_is_the_same_whatever_else_the_sweep_holds(tmp_path):
+    write_trial(tmp_path / "alone", "sw", summary("t"), steps_of())
+    for i in range(3):
+        write_trial(tmp_path / "crowd", "sw", summary(f"other{i}", data_note="x"), steps_of())
+    write_trial(tmp_path / "crowd", "sw", summary("t"), steps_of())
+    alone = pq.read_schema(tmp_path / "alone" / "sw" / "trials" / "t.parquet")
+    crowded = pq.read_schema(tmp_path / "crowd" / "sw" / "trials" / "t.parquet")
+    assert alone.equals(crowded)
+    assert "data_note" not in crowded.names
+
+
+def test_unknown_null_extra_is_float64(tmp_path):
+    write_trial(tmp_path, "sw", summary("a", my_extra=None), steps_of())
+    schema = pq.read_schema(tmp_path / "sw" / "trials" / "a.parquet")
+    assert schema.field("my_extra").type == pa.float64()
+
+
+def test_stopped_trial_keeps_its_status_and_step(tmp_path):
+    write_trial(tmp_path, "sw", summary("s", "stopped", stopped_step=40), steps_of())
+    trials, _ = load(tmp_path / "sw")
+    assert trials.loc[0, "status"] == "stopped"
+    assert trials.loc[0, "stopped_step"] == 40
+    assert completed_trial_ids(tmp_path, "sw") == {"s": "stopped"}
 
 
 def test_rewrite_overwrites_instead_of_duplicating(tmp_path):
@@ -190,7 +219,13 @@ def test_load_dtypes(tmp_path):
     write_trial(tmp_path, "sw", summary("a", "diverged", diverged_step=4), steps_of())
     write_trial(tmp_path, "sw", summary("b"), steps_of())
     trials, steps = load(tmp_path / "sw")
-    assert list(trials["status"].cat.categories) == ["completed", "diverged", "stuck", "error"]
+    assert list(trials["status"].cat.categories) == [
+        "completed",
+        "diverged",
+        "stuck",
+        "stopped",
+        "error",
+    ]
     for name in ("optimizer", "parameterization", "model", "sweep", "schedule", "device"):
         assert isinstance(trials[name].dtype, pd.CategoricalDtype), name
     assert trials["diverged_step"].dtype == "Int64"
@@ -208,7 +243,7 @@ def test_empty_sweep_and_missing_steps_dir_give_empty_frames_with_columns(tmp_pa
     assert trials.empty and steps.empty
     assert set(TRIAL_SCHEMA.names) <= set(trials.columns)
     assert list(steps.columns) == STEP_SCHEMA.names
-    assert list(trials["status"].cat.categories) == ["completed", "diverged", "stuck", "error"]
+    assert "stopped" in trials["status"].cat.categories
 
 
 def test_load_of_missing_directory_raises(tmp_path):

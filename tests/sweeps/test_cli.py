@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -217,3 +218,52 @@ def test_probe_of_a_bad_trial_config_exits_2_naming_the_field(tmp_path, capsys) 
     assert main(["probe", str(path)]) == 2
     err = capsys.readouterr().err
     assert "model.width" in err and len(err.strip().splitlines()) == 1
+
+
+def test_address_with_a_local_results_path_is_refused_in_one_line(tmp_path, capsys) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    results = tmp_path / "res"
+    code = main(["run", str(spec), "--address", "10.0.0.1:6379", "--results", str(results)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and "--shared-results" in err and "s3://" in err
+    assert not results.exists()
+
+
+def test_shared_results_flag_accepts_a_local_path_with_address(tmp_path, capsys) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    args = ["run", str(spec), "--address", "10.0.0.1:6379", "--results", str(tmp_path / "r")]
+    assert main([*args, "--shared-results", "--dry-run"]) == 0
+    assert "4 trials, 4 to run, 0 already ended" in capsys.readouterr().out
+
+
+def test_resume_flag_says_every_run_resumes(tmp_path, capsys) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    assert main(["run", str(spec), "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "re-running the same command resumes" in err
+
+
+def test_unreachable_cluster_address_is_one_line_exit_2(tmp_path, capsys) -> None:
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    args = ["run", str(spec), "--address", f"127.0.0.1:{port}", "--shared-results"]
+    assert main([*args, "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"--address 127.0.0.1:{port}: no Ray cluster answers" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("address", ["nohost", "host:port"])
+def test_malformed_cluster_address_is_one_line_exit_2(tmp_path, capsys, address) -> None:
+    spec = tmp_path / "tiny.yaml"
+    spec.write_text(yaml.safe_dump(tiny_spec()))
+    args = ["run", str(spec), "--address", address, "--shared-results"]
+    assert main([*args, "--results", str(tmp_path / "r")]) == 2
+    assert "expected host:port" in capsys.readouterr().err

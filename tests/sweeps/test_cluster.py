@@ -146,6 +146,7 @@ def test_sweep_runs_on_both_nodes_of_a_cluster(two_node_cluster, tmp_path) -> No
             address,
             "--results",
             str(results),
+            "--shared-results",  # both nodes are on this machine: they share its disk
         ],
         capture_output=True,
         text=True,
@@ -160,3 +161,20 @@ def test_sweep_runs_on_both_nodes_of_a_cluster(two_node_cluster, tmp_path) -> No
     trials = pd.read_parquet(results / "cluster" / "trials")
     assert len(trials) == 6 and trials["trial_id"].is_unique
     assert trials["node"].nunique() == 2, f"{trials['node'].value_counts()}\n{output}"
+
+    # The same cluster joined without its token: one line naming the fix, exit 2.
+    no_token = {k: v for k, v in env.items() if k not in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")}
+    no_token["HOME"] = str(tmp_path)  # no ~/.ray/auth_token to fall back on
+    command = [str(BIN / "warmup-sweep"), "run", str(spec_path), "--address", address]
+    refused = subprocess.run(
+        [*command, "--results", str(tmp_path / "other"), "--shared-results"],
+        capture_output=True,
+        text=True,
+        env=no_token,
+        timeout=240,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr[-3000:]
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and "RAY_AUTH_MODE=token" in lines[0], refused.stderr[-3000:]
+    assert "Traceback" not in refused.stderr

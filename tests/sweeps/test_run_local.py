@@ -278,20 +278,56 @@ def test_optuna_search_runs_num_samples_trials(ray_local, tmp_path) -> None:
 
 
 @pytest.mark.slow
-def test_asha_stopped_trials_are_not_failures(ray_local, tmp_path) -> None:
+def test_asha_stopped_trials_write_steps_and_a_stopped_summary(ray_local, tmp_path) -> None:
     data = tiny_spec(
         name="asha",
         grid={"eta_trgt": {"low": 0.001, "high": 0.1, "log": True}},  # no repeated configs
-        search={"kind": "optuna", "num_samples": 4, "metric": "final_test_loss", "asha": True},
+        search={
+            "kind": "optuna",
+            "num_samples": 6,
+            "metric": "final_test_loss",
+            "asha": {"grace_period": 25, "reduction_factor": 2, "max_t": 150},
+        },
     )
     data["base"]["num_steps"] = 150  # several progress reports (every 25 steps) for ASHA's rungs
-    data["max_concurrent"] = 4
+    data["max_concurrent"] = 2
     outcome = run_sweep(parse_spec(data), str(tmp_path), stream=io.StringIO())
 
-    ended = file_ids(tmp_path / "asha")
-    assert outcome.missing == [] and outcome.exit_code == 0
-    assert len(ended) + outcome.stopped_early == 4
-    assert sum(outcome.counts.values()) == len(ended) >= 1
+    trials = pd.read_parquet(tmp_path / "asha" / "trials").set_index("trial_id")
+    steps = pd.read_parquet(tmp_path / "asha" / "steps")
+    assert len(trials) == 6 and outcome.missing == [] and outcome.exit_code == 0
+    stopped = trials[trials["status"] == "stopped"]
+    assert len(stopped) >= 1  # with 6 trials and halving from step 25, ASHA stops some
+    assert outcome.stopped_early == len(stopped) == outcome.counts["stopped"]
+    for trial_id, row in stopped.iterrows():
+        ran = steps.loc[steps["trial_id"] == trial_id, "step"]
+        assert 25 <= row["stopped_step"] < 150
+        assert ran.max() == row["stopped_step"] and ran.min() == 1
+    # A re-run knows they ran: nothing is trained again.
+    rerun = run_sweep(parse_spec(data), str(tmp_path), stream=io.StringIO())
+    assert rerun.skipped == 6 and rerun.counts["stopped"] == len(stopped)
+    assert len(pd.read_parquet(tmp_path / "asha" / "trials")) == 6
+
+
+@pytest.mark.slow
+def test_optuna_over_a_finite_grid_never_trains_a_trial_twice(ray_local, tmp_path) -> None:
+    data = tiny_spec(
+        name="finite",
+        grid={"eta_trgt": [0.05, 0.1, 0.2], "warmup_steps": [1, 4]},
+        search={"kind": "optuna", "num_samples": 8, "metric": "final_test_loss"},
+    )
+    spec = parse_spec(data)
+    first = run_sweep(spec, str(tmp_path), stream=io.StringIO())
+    sweep = tmp_path / "finite"
+    # 8 samples over 6 points: every point once, then the grid is exhausted.
+    assert file_ids(sweep) == {p.trial_id for p in expand(spec)}
+    assert first.planned == 6 and first.exit_code == 0
+    tune_dirs = [p for p in (sweep / "tune").iterdir() if p.is_dir()]
+    assert len(tune_dirs) == 6  # six Tune trials, not eight
+    before = stamps(sweep)
+    again = run_sweep(spec, str(tmp_path), stream=io.StringIO())
+    assert again.skipped == 6 and sum(again.counts.values()) == 6
+    assert stamps(sweep) == before  # a finished Optuna sweep re-run rewrites nothing
 
 
 def test_tensorboard_logs_are_written_by_default(ray_local, tmp_path) -> None:

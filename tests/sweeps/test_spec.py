@@ -227,3 +227,51 @@ def test_every_expanded_trial_is_a_valid_trial_config() -> None:
     spec = parse_spec(tiny_spec(grid={"eta_trgt": [0.05, 0.1], "model.depth": [2, 3]}))
     for planned in expand(spec):
         assert TrialConfig.model_validate(planned.config.model_dump()) == planned.config
+
+
+@pytest.mark.parametrize(
+    ("grid_or_search", "line"),
+    [
+        (
+            {"grid": {"eta_trgt": {"values": [0.001]}}},
+            "grid.eta_trgt: expected a list of values, {relative_to: lambda0, values: [...]}, "
+            'or {low, high, log}; got {"values": [0.001]}',
+        ),
+        (
+            {"grid": {"warmup_steps": 16}},
+            "grid.warmup_steps: expected a list of values, {relative_to: lambda0, values: [...]}, "
+            "or {low, high, log}; got 16",
+        ),
+        (
+            {"search": {"kind": "optuna", "asha": {"grace": 3}}},
+            "search.asha: expected true, false, or {grace_period, reduction_factor, max_t}; "
+            'got {"grace": 3}',
+        ),
+        (
+            {"search": {"kind": "optuna", "asha": {"grace_period": 0}}},
+            "search.asha.grace_period: Input should be greater than 0",
+        ),
+    ],
+)
+def test_union_fields_fail_in_one_readable_line(grid_or_search, line) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(tiny_spec(**grid_or_search), "s.yaml")
+    assert str(info.value) == f"s.yaml: {line}"
+
+
+def test_asha_settings_from_the_spec() -> None:
+    spec = parse_spec(
+        tiny_spec(
+            search={
+                "kind": "optuna",
+                "asha": {"grace_period": 20, "reduction_factor": 3, "max_t": 80},
+            }
+        )
+    )
+    assert spec.search.asha_config.model_dump() == {
+        "grace_period": 20,
+        "reduction_factor": 3.0,
+        "max_t": 80,
+    }
+    assert parse_spec(tiny_spec(search={"kind": "optuna", "asha": True})).search.asha_config
+    assert parse_spec(tiny_spec()).search.asha_config is None

@@ -1,0 +1,26 @@
+"""The declared trials schema covers every column a trial writes."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pytest
+
+from results.schema import TRIAL_SCHEMA
+from sweeps.spec import bundled_specs, expand, load_spec
+from trials.trial import trial_summary
+
+_ARROW_FOR = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
+
+
+@pytest.mark.parametrize("name", sorted(bundled_specs()))
+def test_every_summary_column_of_bundled_specs_is_declared_with_a_fitting_type(name):
+    spec, _ = load_spec(name)
+    for planned in expand(spec)[:50]:
+        for column, value in trial_summary(planned.config, spec.name, "node").items():
+            assert column in TRIAL_SCHEMA.names, f"{column} has no declared type"
+            if value is None:
+                continue
+            declared = TRIAL_SCHEMA.field(column).type
+            fits = _ARROW_FOR[type(value)]
+            # An int value fits a float column (e.g. `init_scale: 2`).
+            assert declared == fits or (fits == pa.int64() and declared == pa.float64()), column
