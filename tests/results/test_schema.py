@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from results.schema import TRIAL_SCHEMA
+from results.schema import TRIAL_SCHEMA, trial_table
 from sweeps.spec import bundled_specs, expand, load_spec
 from trials.trial import trial_summary
 
@@ -24,3 +24,23 @@ def test_every_summary_column_of_bundled_specs_is_declared_with_a_fitting_type(n
             fits = _ARROW_FOR[type(value)]
             # An int value fits a float column (e.g. `init_scale: 2`).
             assert declared == fits or (fits == pa.int64() and declared == pa.float64()), column
+
+
+@pytest.mark.parametrize(
+    ("model", "dataset"),
+    [
+        ("fcn", {"name": "gaussian", "dim": 48, "image_shape": [3, 4, 4]}),
+        ("myrtle", {"name": "digits"}),
+        ("wrn", {"name": "cifar100"}),
+        ("transformer", {"name": "text", "context": 8}),
+    ],
+)
+def test_every_built_in_model_and_dataset_option_is_declared(model, dataset):
+    from trials.config import TrialConfig
+
+    config = TrialConfig.model_validate(
+        {"model": {"name": model}, "dataset": dataset, "loss": "xent"}
+    )
+    table = trial_table({**trial_summary(config, "s", "node"), "status": "completed"})
+    undeclared = set(table.schema.names) - set(TRIAL_SCHEMA.names)
+    assert not undeclared, f"columns typed by guess, not declared: {sorted(undeclared)}"
