@@ -28,7 +28,10 @@ def _warmup_run(parameterization: str, eta_trgt: float):
         sharpness_every=4,
     )
     result = run_trial(config)
-    assert result.status == "completed", result.summary
+    # The claims are about warmup; what happens at the target rate afterwards is the
+    # phase diagram's business (muP at 4/lambda0 diverges a few steps after warmup).
+    ended = result.summary.get("diverged_step")
+    assert result.status != "error" and (ended is None or ended > WARMUP), result.summary
     return result
 
 
@@ -46,8 +49,8 @@ def test_mup_sharpens_then_follows_two_over_eta_from_below():
     assert ratio[meet] >= 0.9 and (ratio[:meet] < 0.9).all()
     assert sharp[meet] > 1.5 * sharp[0]
     # Then it follows 2/eta_t down for the rest of warmup while the threshold falls
-    # severalfold: at the edge of stability it hovers just above the threshold (measured:
-    # median ratio 1.3-1.5, peak ~2 at the first catapult), never far below or blowing up.
+    # severalfold: at the edge of stability the ratio stays within a small factor of 1
+    # (loss catapults push it up to about 2 before the sharpness drops), never far below.
     after = ratio[meet:]
     assert threshold[meet] / threshold[-1] > 2.0
     assert 0.5 < np.median(after) < 2.0, np.round(after, 2)
