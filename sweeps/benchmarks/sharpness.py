@@ -150,7 +150,7 @@ def _power_iteration(op: HVPOperator, tol: float, max_iter: int, gen, reference:
 def _lanczos_hvps_to_accuracy(op: HVPOperator, max_iter: int, gen, reference: float):
     """Fewest Lanczos steps whose top Ritz value is within TOL of ``reference`` (oracle)."""
     q = torch.randn(op.dim, generator=gen)
-    alphas, betas, *_ = _lanczos_core(op, q / q.norm(), max_iter, k=None, tol=None, generator=gen)
+    alphas, betas = _lanczos_core(op, q / q.norm(), max_iter)
     for m in range(1, len(alphas) + 1):
         top = float(np.linalg.eigvalsh(_tridiagonal(alphas[:m], betas[: m - 1]))[-1])
         if abs(top - reference) <= TOL * abs(reference):
