@@ -73,6 +73,9 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="store: sweep sizes to measure (default 1000 10000 50000)",
     )
+    bench.add_argument(
+        "--device", default="cpu", help="packing and sharpness: the device to time (cpu, cuda)"
+    )
     return p
 
 
@@ -287,8 +290,10 @@ def _bench(args: argparse.Namespace) -> int:
         raise UsageError("--trials applies to bench store only")
     if args.trials and min(args.trials) < 1:
         raise UsageError("--trials: sizes must be positive")
-    sizes = {"sizes": tuple(args.trials)} if args.trials else {}
-    result = module.run(quick=args.quick, **sizes)
+    options = {"sizes": tuple(args.trials)} if args.trials else {}
+    if args.which in ("packing", "sharpness"):
+        options["device"] = args.device
+    result = module.run(quick=args.quick, **options)
     print(json.dumps(result, indent=2, default=str) if args.json else module.format_table(result))
     return 0
 
