@@ -81,8 +81,8 @@ class AdaptiveWarmup:
     def __post_init__(self) -> None:
         if not (math.isfinite(self.eta_trgt) and self.eta_trgt > 0):
             raise ValueError(f"eta_trgt: must be positive and finite, got {self.eta_trgt!r}")
-        if not 0 <= self.eta_init <= self.eta_trgt:
-            raise ValueError(f"eta_init: must be in [0, eta_trgt], got {self.eta_init!r}")
+        if not self.eta_init >= 0:  # at or above eta_trgt: the floor ends warmup at once
+            raise ValueError(f"eta_init: must be non-negative, got {self.eta_init!r}")
         if self.warmup_steps < 1:
             raise ValueError(f"warmup_steps: must be >= 1, got {self.warmup_steps!r}")
         if not 0 < self.safety <= 1:

@@ -105,6 +105,12 @@ def test_eta_init_is_the_lowest_first_rate():
     assert rates[0] == pytest.approx(0.3 + 0.7 / 100)  # the linear warmup's first rate
 
 
+def test_eta_init_at_or_above_the_target_means_no_warmup():
+    controller = _gd(eta_trgt=1.0, warmup_steps=100, eta_init=1.5)
+    rates, states = _run(controller, lambda t: 1000.0, 3)
+    assert rates == [1.0] * 3 and states[0].end_step == 1
+
+
 def test_the_decay_runs_from_the_update_that_ended_warmup():
     controller = _gd(eta_trgt=0.5, warmup_steps=10_000, decay="cosine", num_steps=100, every=1)
     rates, states = _run(controller, lambda t: 0.01, 100)
@@ -187,7 +193,7 @@ def test_adam_uses_its_own_threshold_constant():
         (dict(growth=0.0), "adaptive_growth"),
         (dict(every=0), "adaptive_every"),
         (dict(warmup_steps=0), "warmup_steps"),
-        (dict(eta_init=2.0), "eta_init"),
+        (dict(eta_init=-1.0), "eta_init"),
         (dict(decay="cosine"), "num_steps"),
     ],
 )
