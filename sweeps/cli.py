@@ -57,6 +57,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("which", choices=["sharpness", "overhead", "packing"])
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
+    bench.add_argument(
+        "--device", default="cpu", help="packing and sharpness: the device to time (cpu, cuda)"
+    )
     return p
 
 
@@ -232,7 +235,8 @@ def _bench(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(f"sweeps.benchmarks.{args.which}")
-    result = module.run(quick=args.quick)
+    device = {"device": args.device} if args.which in ("packing", "sharpness") else {}
+    result = module.run(quick=args.quick, **device)
     print(json.dumps(result, indent=2, default=str) if args.json else module.format_table(result))
     return 0
 

@@ -4,7 +4,9 @@ Trials pack together when they share model, data, batches, measurement
 schedule, device and dtype (`trials.packed.pack_key`); they may differ in
 schedule, learning rates, optimizer, init scale and init seed. A group larger
 than `pack_size` is split into packs of near-equal size, so no pack is left
-with a handful of stragglers. `pack_size: auto` picks a size by device and
+with a handful of stragglers, and into a multiple of the concurrent workers,
+so no worker idles while another runs a pack (`pack_size` is an upper bound).
+`pack_size: auto` picks a size by device and
 model: by free memory on a GPU; on a CPU by a short calibration of packed
 against one-at-a-time training steps, falling back to 1 (no packing) when
 packing does not pay, as for compute-bound models.
@@ -72,9 +74,10 @@ def _activations_per_example(problem: Problem, config: TrialConfig) -> int:
 
 
 def auto_pack_size(
-    config: TrialConfig, *, cpus: float = 1.0, problem: Problem | None = None
+    config: TrialConfig, *, cpus: float = 1.0, problem: Problem | None = None, most: int = MAX_PACK
 ) -> int:
-    """A pack size for trials like `config` on its device: never slower than unpacked."""
+    """A pack size (at most `most`) for trials like `config` on its device: the measured
+    fastest, never slower than unpacked."""
     problem = problem or Problem(config)
     model = problem.build_model(config.init_seed)
     num_params = sum(p.numel() for p in model.parameters())
@@ -88,14 +91,14 @@ def auto_pack_size(
             num_params * (4 + config.sharpness_max_iter)
             + 3 * batch * _activations_per_example(problem, config)
         )
-        return max(1, min(MAX_PACK, int(0.5 * free // per_member)))
+        return max(1, min(most, MAX_PACK, int(0.5 * free // per_member)))
     if 6 * batch * num_params > CPU_COMPUTE_BOUND_FLOPS:
         return 1
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))  # what one Ray worker gets
     try:
         best, best_rate = 1, None
-        for k in CANDIDATES:
+        for k in sorted({min(c, most) for c in CANDIDATES} - {1}):
             single, packed = training_rates(config, k, problem=problem)
             best_rate = best_rate or single
             if packed > MIN_GAIN * best_rate:
@@ -117,8 +120,31 @@ def unpackable_models(groups: Sequence[Sequence[PlannedTrial]]) -> dict[str, str
     return reasons
 
 
-def resolve_pack_size(pack_size: int | str, planned: Sequence[PlannedTrial], cpus: float) -> int:
-    """`pack_size` as a number: `auto` is calibrated on the first trial of the largest group.
+def concurrent_workers(cpus: float) -> int:
+    """Trials of `cpus` CPUs each that the connected Ray cluster runs at once (1 without Ray)."""
+    import ray
+
+    if not ray.is_initialized():
+        return 1
+    return max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus, 1e-9)))
+
+
+def spread_over_workers(pack_size: int, group: int, workers: int) -> int:
+    """The largest pack size at most `pack_size` that splits `group` trials into a multiple
+    of `workers` packs (or into single trials when there are fewer trials than that)."""
+    packs = math.ceil(group / pack_size)
+    packs = min(group, workers * math.ceil(packs / workers))
+    return max(1, math.ceil(group / packs))
+
+
+def resolve_pack_size(
+    pack_size: int | str,
+    planned: Sequence[PlannedTrial],
+    cpus: float,
+    workers: int | None = None,
+) -> int:
+    """`pack_size` as a number: `auto` is calibrated on the first trial of the largest group;
+    either is lowered until the largest group splits over the `workers` (default: from Ray).
 
     When a model of the sweep cannot run packed (a plugin whose forward vmap refuses),
     says so once on stderr and returns 1: the sweep runs unpacked.
@@ -136,9 +162,13 @@ def resolve_pack_size(pack_size: int | str, planned: Sequence[PlannedTrial], cpu
         )
     if unpackable:
         return 1
-    if pack_size != "auto":
-        return int(pack_size)
     largest = max(groups.values(), key=len)
-    if len(largest) == 1:
-        return 1
-    return min(auto_pack_size(largest[0].config, cpus=cpus), len(largest))
+    workers = concurrent_workers(cpus) if workers is None else workers
+    most = spread_over_workers(
+        len(largest) if pack_size == "auto" else int(pack_size), len(largest), workers
+    )
+    if pack_size != "auto" or most == 1:
+        return most
+    return spread_over_workers(
+        auto_pack_size(largest[0].config, cpus=cpus, most=most), len(largest), workers
+    )

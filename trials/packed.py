@@ -1,27 +1,29 @@
-"""Packed trials: K trials of one architecture and data order trained at once.
+"""The training loop: K trials of one architecture and data order trained at once;
+a single trial is a pack of one (`trials.trial.run_trial`).
 
 `run_pack(configs)` stacks the members' parameters along a leading member axis
-and runs one forward/backward for all of them: batched matrix products for
-the FCN (measured fastest on CPU), `torch.func.vmap` over `functional_call`
-for the other models. Members share the model, data, batches and measurement
-schedule (`pack_key`); they may differ in learning-rate schedule, optimizer
-and its hyperparameters, init scale and init seed (`MEMBER_FIELDS`).
+and runs one forward/backward for all of them (the model's `stacked_forward`:
+batched matrix products for the FCN, `torch.func.vmap` for the others). Members
+share the model, data, batches and measurement schedule (`pack_key`); they may
+differ in learning-rate schedule, optimizer and its hyperparameters, init scale
+and init seed (`MEMBER_FIELDS`).
 
-The summed loss of independent members has a block-diagonal Hessian, so one
-HVP of the sum gives every member's HVP, and `batched_lanczos` measures every
-member's sharpness at once. Each member follows the unpacked trial's rules
-(`trials.trial`: divergence, stuck, rows, eta_c, schedules): a diverged member
-is recorded with its step and frozen (learning rate 0, parameters, gradients
-and optimizer state zeroed, so its NaNs never reach the others) while the
-pack goes on. Each member writes its own files, with the same `trial_id`, as
-soon as it ends.
+The summed loss of independent members has a block-diagonal Hessian, so one HVP
+of the sum gives every member's HVP (`curvature.BlockHVPOperator`) and one
+batched Lanczos measures every member's sharpness. Each member follows the
+trial rules of `trials.trial` (divergence, stuck, rows, eta_c, schedules). A
+member that ends (diverged, stuck, completed, error) writes its own files at
+once and its rows leave the stacked tensors, so a pack's cost tracks the steps
+its members actually run. Every `checkpoint_every` updates the whole pack state
+(parameters, optimizer states, generators, records) goes to `checkpoint`;
+`resume` continues from such a state with the values of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +33,7 @@ from torch.func import functional_call, vmap
 from trials.config import TrialConfig
 from trials.trial import (
     STEP_COLUMNS,
+    Checkpointer,
     Problem,
     Reporter,
     TrialResult,
@@ -45,8 +48,8 @@ from trials.trial import (
     trial_summary,
     write_results,
 )
-from warmup_core.curvature import batched_lanczos
-from warmup_core.models import FCN, WarmupModel
+from warmup_core import curvature
+from warmup_core.models import FCN, WarmupModel, vmap_forward
 from warmup_core.optim import Adam, Optimizer
 
 # Config fields members of one pack may differ in; everything else must be equal.
@@ -100,36 +103,15 @@ def check_packable(configs: list[TrialConfig]) -> None:
 # ----------------------------------------------------------------------------- forward
 
 
-def _batched_fcn(model: FCN, params: Params, x: torch.Tensor) -> torch.Tensor:
-    """FCN forward for stacked parameters (K, out, in) on a shared batch: (K, B, out)."""
-    h = x.flatten(1)
-    k = next(iter(params.values())).shape[0]
-    last = len(model.layers) - 1
-    for i, layer in enumerate(model.layers):
-        w = params[f"layers.{i}.weight"] * layer.rule.multiplier
-        b = params.get(f"layers.{i}.bias")
-        if h.ndim == 2:  # shared input: one (B, in) x (in, K*out) product for all members
-            h = (h @ w.reshape(-1, w.shape[-1]).T).view(len(h), k, -1).transpose(0, 1)
-            h = h if b is None else h + b[:, None, :]
-        elif b is None:
-            h = torch.bmm(h, w.transpose(1, 2))
-        else:
-            h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
-        if i < last:
-            h = model.act(h)
-    return h
-
-
 def packed_forward(model: WarmupModel, mode: str = "auto") -> Callable[[Params, torch.Tensor], Any]:
     """`(stacked params, shared batch) -> logits with a leading member axis`."""
     if mode not in FORWARDS:
         raise ValueError(f"forward: unknown value {mode!r}; allowed: {', '.join(FORWARDS)}")
-    if mode == "batched" or (mode == "auto" and isinstance(model, FCN)):
-        if not isinstance(model, FCN):
-            raise ValueError(f"forward: 'batched' supports the fcn model only, not {model!r}")
-        return lambda params, x: _batched_fcn(model, params, x)
-    per_member = vmap(lambda p, x: functional_call(model, p, (x,)), in_dims=(0, None))
-    return per_member
+    if mode == "batched" and not isinstance(model, FCN):
+        raise ValueError(f"forward: 'batched' supports the fcn model only, not {model!r}")
+    if mode == "vmap" or not hasattr(model, "stacked_forward"):  # e.g. a plain nn.Module plugin
+        return lambda params, x: vmap_forward(model, params, x)
+    return model.stacked_forward
 
 
 def unpackable_reason(problem: Problem, config: TrialConfig) -> str | None:
@@ -167,50 +149,47 @@ class _Member:
     out: dict[str, Any] = field(default_factory=dict)
     loss0: float | None = None
     ended: bool = False
+    generator: torch.Generator | None = None  # its Lanczos start vectors
+    v_top: torch.Tensor | None = None  # warm starts: the last top eigenvectors
+    v_pre: torch.Tensor | None = None
+    lr: torch.Tensor | None = None  # float64 (num_steps,): its schedule, update 1 first
+
+    def record(self) -> dict[str, Any]:
+        """What a checkpoint keeps of this member."""
+        return {
+            "out": dict(self.out),
+            "steps": {k: list(v) for k, v in self.steps.items()},
+            "loss0": self.loss0,
+            "ended": self.ended,
+            "summary": dict(self.summary) if self.ended else None,
+            "generator": self.generator.get_state(),
+            "v_top": self.v_top,
+            "v_pre": self.v_pre,
+        }
+
+    def restore(self, record: dict[str, Any]) -> None:
+        """Continue from `record()`'s output."""
+        self.out, self.loss0, self.ended = dict(record["out"]), record["loss0"], record["ended"]
+        self.steps = {k: list(v) for k, v in record["steps"].items()}
+        self.summary = record["summary"] or self.summary
+        self.generator.set_state(record["generator"])
+        self.v_top, self.v_pre = record["v_top"], record["v_pre"]
 
 
 @dataclass
 class _OptGroup:
-    """Optimizer of the contiguous members [start, stop) that share an optimizer config."""
+    """Optimizer of the running members (contiguous rows) that share an optimizer config."""
 
-    start: int
-    stop: int
+    members: list[int]
     optimizer: Optimizer
 
 
-class _PackedHVP:
-    """Block-diagonal HVP: row i of a (K, dim) block times member i's Hessian."""
-
-    def __init__(self, losses_fn: Callable[[Params], torch.Tensor], params: Params, live) -> None:
-        self.leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
-        losses = losses_fn(self.leaves)
-        # Only live members enter the sum; a frozen member's rows stay exactly zero.
-        total = torch.where(live, losses, torch.zeros_like(losses)).sum()
-        self.grads = torch.autograd.grad(total, list(self.leaves.values()), create_graph=True)
-        first = next(iter(self.leaves.values()))
-        self.k, self.dtype, self.device = first.shape[0], first.dtype, first.device
-        self.sizes = [p[0].numel() for p in self.leaves.values()]
-        self.dim = sum(self.sizes)
-
-    def flatten(self, tensors: Params) -> torch.Tensor:
-        """(K, ...) tensors shaped like the params -> (K, dim), member-wise flat layout."""
-        return torch.cat([tensors[k].reshape(self.k, -1) for k in self.leaves], dim=1)
-
-    def __call__(self, v: torch.Tensor) -> torch.Tensor:
-        parts = [
-            chunk.reshape(p.shape)
-            for chunk, p in zip(v.split(self.sizes, dim=1), self.leaves.values(), strict=True)
-        ]
-        hv = torch.autograd.grad(self.grads, list(self.leaves.values()), parts, retain_graph=True)
-        return torch.cat([h.reshape(self.k, -1) for h in hv], dim=1)
-
-
 class _Pack:
-    """The stacked state of a pack: parameters, optimizers, generators and measurements."""
+    """The stacked state of a pack's running members: parameters and optimizer states,
+    one row per running member (`rows`, member indices in stacking order)."""
 
     def __init__(self, members: list[_Member], problem: Problem, forward: str) -> None:
         self.members, self.problem = members, problem
-        k = len(members)
         models = [problem.build_model(m.config.init_seed, m.config.init_scale) for m in members]
         self.model = models[0]
         multipliers = [
@@ -224,131 +203,160 @@ class _Pack:
             name: torch.stack([p[name].detach() for p in named]).requires_grad_(True)
             for name in named[0]
         }
+        self.rows = list(range(len(members)))
         self.forward = packed_forward(self.model, forward)
         self.per_member = vmap(problem.loss_and_accuracy, in_dims=(0, None))
-        self.live = torch.ones(k, dtype=torch.bool, device=problem.device)
-        self.groups = self._optimizer_groups()
-        self.generators = [
-            torch.Generator(problem.device).manual_seed(m.config.init_seed) for m in members
-        ]
+        self.groups: list[_OptGroup] = []
+        for i, m in enumerate(members):
+            if (
+                self.groups
+                and members[self.groups[-1].members[0]].config.optimizer == m.config.optimizer
+            ):
+                self.groups[-1].members.append(i)
+            else:
+                self.groups.append(_OptGroup([i], make_optimizer(m.config, self.model)))
+        for m in members:
+            m.generator = torch.Generator(problem.device).manual_seed(m.config.init_seed)
         c = members[0].config
         self.sharp_opts = dict(tol=c.sharpness_tol, max_iter=c.sharpness_max_iter)
-        # Coupled L2 weight decay of each member: part of the operator its update applies.
-        self.l2 = torch.zeros(k, dtype=self.params[next(iter(self.params))].dtype)
-        for g in self.groups:
-            self.l2[g.start : g.stop] = getattr(g.optimizer, "coupled_l2", 0.0)
 
-    def _optimizer_groups(self) -> list[_OptGroup]:
-        groups: list[_OptGroup] = []
-        for i, m in enumerate(self.members):
-            if groups and self.members[groups[-1].start].config.optimizer == m.config.optimizer:
-                groups[-1].stop = i + 1
-            else:
-                groups.append(_OptGroup(i, i + 1, make_optimizer(m.config, self.model)))
-        return groups
+    def remove(self, ended: set[int]) -> None:
+        """Members `ended` leave the stacked parameters and optimizer states."""
+        keep = [r for r, i in enumerate(self.rows) if i not in ended]
+        if len(keep) == len(self.rows):
+            return
+        index = torch.tensor(keep, device=self.problem.device)
+        self.params = {k: v.detach()[index].requires_grad_(True) for k, v in self.params.items()}
+        self.rows = [self.rows[r] for r in keep]
+        for g in self.groups:
+            kept = [j for j, i in enumerate(g.members) if i not in ended]
+            g.optimizer.keep_members(torch.tensor(kept, device=self.problem.device))
+            g.members = [g.members[j] for j in kept]
+        self.groups = [g for g in self.groups if g.members]
+
+    def _slices(self):
+        """Each optimizer group with its rows in the stacked tensors."""
+        start = 0
+        for g in self.groups:
+            yield g, slice(start, start + len(g.members))
+            start += len(g.members)
 
     def losses(self, params: Params, x: torch.Tensor, y: torch.Tensor):
-        """Per-member loss and accuracy, each of shape (K,)."""
+        """Per-row loss and accuracy, each of shape (rows,)."""
         return self.per_member(self.forward(params, x), y)
 
     def member_params(self, i: int) -> Params:
-        """Member i's parameters as an unstacked leaf dict (for eta_c and checks)."""
-        return {k: v[i].detach().clone().requires_grad_(True) for k, v in self.params.items()}
+        """Member i's parameters as an unstacked leaf dict (for eta_c)."""
+        r = self.rows.index(i)
+        return {k: v[r].detach().clone().requires_grad_(True) for k, v in self.params.items()}
 
-    def sharpness(self, rows: list[bool], v0: list, t: int | None, precond: Params | None = None):
-        """Top eigenvalue (and eigenvector) of H, or of P^-1/2 (H + l2 I) P^-1/2, for each
-        row, on the measurement batches of update t (None: init; several batches are
-        averaged, as `trials.trial` does)."""
+    def sharpness(
+        self,
+        active: list[bool],
+        v0: list,
+        t: int | None,
+        precond: Params | None = None,
+        graph: Sequence[torch.Tensor] | None = None,
+    ):
+        """Per row: top eigenvalue (and eigenvector) of H, or of P^-1/2 (H + l2 I) P^-1/2,
+        on the measurement batches of update t (None: init; several batches are averaged).
+        `graph`: the training step's gradient taken with its graph, when that step is on
+        the one measurement batch (it saves a forward and a backward)."""
+        l2 = None
+        if precond is not None:  # coupled L2 weight decay: part of the operator Adam applies
+            l2 = torch.tensor(
+                [getattr(g.optimizer, "coupled_l2", 0.0) for g in self.groups for _ in g.members]
+            )
+        if graph is not None:
+            ops = [curvature.BlockHVPOperator.from_gradients(self.params, graph, l2)]
+        else:
+            ops = [
+                curvature.BlockHVPOperator(
+                    lambda p, x=x, y=y: self.losses(p, x, y)[0], self.params, l2
+                )
+                for x, y in self.problem.measurement_batches(t)
+            ]
+        gens = [self.members[i].generator for i in self.rows]
         tops = [
-            self._sharpness(rows, v0, x, y, precond) for x, y in self.problem.measurement_batches(t)
+            curvature.block_sharpness(
+                op, precond=precond, active=active, v0=v0, generators=gens, **self.sharp_opts
+            )
+            for op in ops
         ]
         values = [sum(col) / len(tops) for col in zip(*(vals for vals, _ in tops), strict=True)]
         return values, tops[0][1]
 
-    def _sharpness(self, rows, v0, x, y, precond):
-        op = _PackedHVP(lambda p: self.losses(p, x, y)[0], self.params, self.live)
-        matvec = op
-        if precond is not None:
-            d_inv_sqrt = op.flatten(precond).rsqrt()
-            l2 = self.l2.to(op.dtype).view(-1, 1)
-
-            def matvec(v: torch.Tensor) -> torch.Tensor:
-                u = d_inv_sqrt * v
-                return d_inv_sqrt * (op(u) + l2 * u)
-
-        values, vectors, _ = batched_lanczos(
-            matvec,
-            op.dim,
-            len(rows),
-            v0=v0,
-            active=rows,
-            dtype=op.dtype,
-            device=op.device,
-            generators=self.generators,
-            **self.sharp_opts,
-        )
-        return values[:, 0].tolist(), [vectors[i, :, 0] for i in range(len(rows))]
-
     def preconditioner(self, grads: Params) -> Params:
-        """Stacked diagonal of the pre-conditioner each member's next step applies (1 for SGD)."""
+        """Stacked diagonal of the pre-conditioner each row's next step applies (1 for SGD)."""
         parts: dict[str, list[torch.Tensor]] = {k: [] for k in self.params}
-        for g in self.groups:
-            sliced = {k: v[g.start : g.stop] for k, v in grads.items()}
+        for g, s in self._slices():
+            sliced = {k: v[s] for k, v in grads.items()}
             if isinstance(g.optimizer, Adam):
-                params = {k: v[g.start : g.stop] for k, v in self.params.items()}
-                peek = g.optimizer.peek_preconditioner(params, sliced)
+                peek = g.optimizer.peek_preconditioner(
+                    {k: v[s] for k, v in self.params.items()}, sliced
+                )
             else:
                 peek = {k: torch.ones_like(v) for k, v in sliced.items()}
             for k in parts:
                 parts[k].append(peek[k])
-        # A frozen member is never measured; 1 keeps its rows finite in the shared matvec.
-        return {
-            k: torch.where(self.live.view(-1, *([1] * (v[0].ndim - 1))), torch.cat(v), 1.0)
-            for k, v in parts.items()
-        }
+        return {k: torch.cat(v) for k, v in parts.items()}
 
     def step(self, grads: Params, lr: torch.Tensor) -> None:
-        """One optimizer step of every member; frozen members have lr 0 and stay at zero."""
-        for g in self.groups:
-            views = {k: v[g.start : g.stop] for k, v in self.params.items()}
-            g.optimizer.step(
-                views, {k: v[g.start : g.stop] for k, v in grads.items()}, lr[g.start : g.stop]
-            )
-        if not bool(self.live.all()):
-            self._zero_frozen()
-
-    def freeze(self, i: int) -> None:
-        """End member i's training: no more updates, its state zeroed (finite) for good."""
-        self.live[i] = False
-        self._zero_frozen()
-        for g in self.groups:
-            if g.start <= i < g.stop:
-                for state in g.optimizer.state.values():
-                    for tensor in state.values():
-                        tensor[i - g.start].zero_()
-
-    def _zero_frozen(self) -> None:
-        with torch.no_grad():
-            for p in self.params.values():
-                p.masked_fill_(~self.live.view(-1, *([1] * (p.ndim - 1))), 0.0)
-
-    def mask(self, tensors: Params) -> Params:
-        """Zero the frozen members' rows (NaN-safe)."""
-        return {
-            k: v.masked_fill(~self.live.view(-1, *([1] * (v.ndim - 1))), 0.0)
-            for k, v in tensors.items()
-        }
+        """One optimizer step of every row, row r with learning rate lr[r]."""
+        for g, s in self._slices():
+            views = {k: v[s] for k, v in self.params.items()}
+            g.optimizer.step(views, {k: v[s] for k, v in grads.items()}, lr[s])
 
     def evaluate(self, split: str) -> tuple[list[float], list[float]]:
-        """Per-member loss and accuracy on a whole split."""
+        """Per-row loss and accuracy on a whole split."""
         with torch.no_grad():
             loss, acc = self.problem.evaluate_with(
                 lambda xb, yb: self.losses(self.params, xb, yb), split
             )
         return loss.tolist(), acc.tolist()
 
+    def state_dict(self, step: int) -> dict[str, Any]:
+        """The whole pack state after update `step`, as plain tensors and containers."""
+        return {
+            "step": step,
+            "params": {k: v.detach().clone() for k, v in self.params.items()},
+            "optimizers": [g.optimizer.state_dict() for g in self.groups],
+            "members": [m.record() for m in self.members],
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> int:
+        """Continue from `state_dict`'s output; returns the update it was taken after."""
+        for m, record in zip(self.members, state["members"], strict=True):
+            m.restore(record)
+        self.remove({i for i, m in enumerate(self.members) if m.ended})
+        with torch.no_grad():
+            for name, value in state["params"].items():
+                self.params[name].copy_(value)
+        for g, opt_state in zip(self.groups, state["optimizers"], strict=True):
+            g.optimizer.load_state_dict(opt_state)
+        return state["step"]
+
 
 # ----------------------------------------------------------------------------- the loop
+
+
+def _setup(pack: _Pack, end: Callable[..., None]) -> None:
+    """lambda0, eta_c and the schedule of every member (a failing member is an error)."""
+    members, problem = pack.members, pack.problem
+    lambda0, vectors = pack.sharpness([True] * len(members), [None] * len(members), None)
+    measure_loss = problem.loss_fn(pack.model, *problem.measurement_batches(1)[0])
+    for i, m in enumerate(members):
+        c = m.config
+        try:  # a member whose setup fails is an error of its own; the pack goes on
+            m.out.update(lambda0=lambda0[i], eta_c=None)
+            m.v_top = vectors[i]
+            if c.eta_init == "catapult" or c.measure_eta_c:
+                optimizer = make_optimizer(c, pack.model)
+                m.out.update(critical_lr(c, measure_loss, pack.member_params(i), optimizer))
+            resolve_schedule(c, lambda0[i], m.out["eta_c"])
+        except Exception as exc:
+            m.out = {}
+            end(i, status="error", error=f"{type(exc).__name__}: {exc}")
 
 
 def _train_pack(
@@ -356,107 +364,125 @@ def _train_pack(
     finish: Callable[[_Member], None],
     report: Reporter | None,
     report_every: int,
+    checkpoint: Checkpointer | None,
+    resume: dict[str, Any] | None,
 ) -> None:
-    """The unpacked loop of `trials.trial._train`, run for every member at once."""
+    """Train every member of `pack` to its end; `finish` receives each as it ends."""
     members, problem = pack.members, pack.problem
-    k, first = len(members), members[0].config
-    num_steps = first.num_steps
+    first = members[0].config
+    num_steps, ending = first.num_steps, set()
 
     def end(i: int, **fields: Any) -> None:
         members[i].out.update(fields)
-        if bool(pack.live[i]):
-            pack.freeze(i)
         finish(members[i])
+        ending.add(i)
 
-    lambda0, v_top = pack.sharpness([True] * k, [None] * k, None)
-    measure_loss = problem.loss_fn(pack.model, *problem.measurement_batches(1)[0])
-    lr_table = torch.zeros((k, num_steps), dtype=torch.float64)
-    for i, m in enumerate(members):
-        c = m.config
-        try:  # a member whose setup fails is an error of its own; the pack goes on
-            m.out.update(lambda0=lambda0[i], eta_c=None)
-            if c.eta_init == "catapult" or c.measure_eta_c:
-                optimizer = make_optimizer(c, pack.model)
-                m.out.update(critical_lr(c, measure_loss, pack.member_params(i), optimizer))
-            eta_trgt, eta_init, schedule = resolve_schedule(c, lambda0[i], m.out["eta_c"])
-            m.out.update(eta_trgt=eta_trgt, eta_init=eta_init)
-            lr_table[i] = schedule(torch.arange(1, num_steps + 1))
-        except Exception as exc:
-            m.out = {}
-            end(i, status="error", error=f"{type(exc).__name__}: {exc}")
+    if resume is None:
+        _setup(pack, end)
+        start = 1
+    else:
+        start = pack.load_state_dict(resume) + 1
+    pack.remove(ending)
+    for i in pack.rows:
+        m = members[i]
+        eta_trgt, eta_init, schedule = resolve_schedule(m.config, m.out["lambda0"], m.out["eta_c"])
+        m.out.update(eta_trgt=eta_trgt, eta_init=eta_init)
+        m.lr = schedule(torch.arange(1, num_steps + 1)).to(torch.float64)
 
-    sharp, v_pre = list(lambda0), [None] * k
-    for t in range(1, num_steps + 1):
-        if not bool(pack.live.any()):
+    for t in range(start, num_steps + 1):
+        if not pack.rows:
             return
         idx = problem.batch(t)
         losses, accs = pack.losses(pack.params, problem.x_train[idx], problem.y_train[idx])
-        loss_list, acc_list, lr_list = losses.tolist(), accs.tolist(), lr_table[:, t - 1].tolist()
-        rows: dict[int, dict[str, Any]] = {}
-        for i, m in enumerate(members):
-            if m.ended:
-                continue
-            m.loss0 = loss_list[i] if m.loss0 is None else m.loss0
-            row = step_row(m.config, t, lr_list[i], loss_list[i], acc_list[i])
-            if is_diverged(m.config, loss_list[i], m.loss0):
+        loss_list, acc_list = losses.tolist(), accs.tolist()
+        rows: dict[int, dict[str, Any]] = {}  # row position -> steps-table row
+        for r, i in enumerate(pack.rows):
+            m = members[i]
+            m.loss0 = loss_list[r] if m.loss0 is None else m.loss0
+            row = step_row(m.config, t, float(m.lr[t - 1]), loss_list[r], acc_list[r])
+            if is_diverged(m.config, loss_list[r], m.loss0):
                 append_row(m.steps, row)
                 end(i, status="diverged", diverged_step=t)
             else:
-                rows[i] = row
+                rows[r] = row
         if not rows:
             return
-        total = torch.where(pack.live, losses, torch.zeros_like(losses)).sum()
-        grad_list = torch.autograd.grad(total, list(pack.params.values()))
-        grads = dict(zip(pack.params, grad_list, strict=True))
-        grads = pack.mask(grads)  # a member that just diverged may have NaN gradients
-        if measured_at(first.sharpness_every, t):
-            live = [i in rows for i in range(k)]
+        keep = list(rows)
+        measured = measured_at(first.sharpness_every, t)
+        # On the measurement batch, the training gradient's graph serves the HVPs too.
+        reuse = measured and not ending and problem.measures_on_training_batch()
+        grad_list = torch.autograd.grad(
+            losses[keep].sum(), list(pack.params.values()), create_graph=reuse
+        )
+        graph = grad_list if reuse else None
+        grads = {k: g.detach()[keep] for k, g in zip(pack.params, grad_list, strict=True)}
+        losses_kept = [loss_list[r] for r in keep]
+        rows = dict(zip(range(len(keep)), rows.values(), strict=True))
+        pack.remove(ending)  # a diverged member's rows (maybe NaN) leave before any update
+        ending.clear()
+        live = [members[i] for i in pack.rows]
+        if measured:
             if t > 1 or first.sharpness_batch == "current":  # fixed batch at t = 1: lambda0
-                sharp, vectors = pack.sharpness(live, v_top, t)
-                v_top = [vectors[i] if live[i] else v_top[i] for i in range(k)]
-            adam = [live[i] and members[i].config.optimizer.is_adam for i in range(k)]
+                v0 = [m.v_top for m in live]
+                sharp, vectors = pack.sharpness([True] * len(live), v0, t, graph=graph)
+                for m, v in zip(live, vectors, strict=True):
+                    m.v_top = v
+            else:
+                sharp = [m.out["lambda0"] for m in live]
+            adam = [m.config.optimizer.is_adam for m in live]
             if any(adam):
-                pre, vectors = pack.sharpness(adam, v_pre, t, pack.preconditioner(grads))
-                v_pre = [vectors[i] if adam[i] else v_pre[i] for i in range(k)]
-            for i, row in rows.items():
-                row["sharpness"] = sharp[i]
-                if adam[i]:
-                    row["preconditioned_sharpness"] = pre[i]
+                v0 = [m.v_pre for m in live]
+                pre, vectors = pack.sharpness(adam, v0, t, pack.preconditioner(grads), graph)
+            for r, m in enumerate(live):
+                rows[r]["sharpness"] = sharp[r]
+                if adam[r]:
+                    rows[r]["preconditioned_sharpness"], m.v_pre = pre[r], vectors[r]
         if measured_at(first.eval_every, t):
             test_loss, test_acc = pack.evaluate("test")
-            for i, row in rows.items():
-                row["test_loss"], row["test_accuracy"] = test_loss[i], test_acc[i]
-        pack.step(grads, lr_table[:, t - 1] * pack.live.to(torch.float64))
-        for i, row in rows.items():
-            append_row(members[i].steps, row)
-        if report is not None and t % report_every == 0:
-            live_losses = [loss_list[i] for i in rows]
-            report({"step": t, "train_loss": min(live_losses), "live_members": len(rows)})
+            for r, row in rows.items():
+                row["test_loss"], row["test_accuracy"] = test_loss[r], test_acc[r]
+        pack.step(grads, torch.stack([m.lr[t - 1] for m in live]))
+        for r, m in enumerate(live):
+            append_row(m.steps, rows[r])
+        # No progress report at the last update: the final report follows the written files
+        # (a scheduler such as ASHA stops a trial at max_t = num_steps).
+        if report is not None and t % report_every == 0 and t < num_steps:
+            r = min(range(len(live)), key=losses_kept.__getitem__)
+            lr = float(live[r].lr[t - 1])
+            report({"step": t, "train_loss": losses_kept[r], "lr": lr, "live_members": len(live)})
+        if checkpoint is not None and first.checkpoint_every and t % first.checkpoint_every == 0:
+            checkpoint(pack.state_dict(t))
 
-    running = [i for i, m in enumerate(members) if not m.ended]
-    if not running:
+    _finish_running(pack, end)
+
+
+def _finish_running(pack: _Pack, end: Callable[..., None]) -> None:
+    """Final status, evaluation and sharpness of the members that ran every update."""
+    members, problem, first = pack.members, pack.problem, pack.members[0].config
+    if not pack.rows:
         return
     train_loss, train_acc = pack.evaluate("train")
-    for i in running:
+    for r, i in enumerate(pack.rows):
         m = members[i]
-        m.out.update(final_status(m.config, problem, train_loss[i], train_acc[i], m.loss0))
+        m.out.update(final_status(m.config, problem, train_loss[r], train_acc[r], m.loss0))
         if m.out["status"] == "diverged":
             end(i)
         else:
-            m.out["final_train_loss"], m.out["final_train_accuracy"] = train_loss[i], train_acc[i]
-    done = [i for i in running if not members[i].ended]
-    if not done:
+            m.out["final_train_loss"], m.out["final_train_accuracy"] = train_loss[r], train_acc[r]
+    done = [not members[i].ended for i in pack.rows]
+    if not any(done):
         return
     test_loss, test_acc = pack.evaluate("test")
-    final_sharp = [None] * k
     if first.sharpness_every:
-        final_sharp, _ = pack.sharpness([i in done for i in range(k)], v_top, num_steps)
-    for i in done:
-        members[i].out["final_test_loss"] = test_loss[i]
-        members[i].out["final_test_accuracy"] = test_acc[i]
-        if first.sharpness_every:
-            members[i].out["final_sharpness"] = final_sharp[i]
-        end(i)
+        v0 = [members[i].v_top for i in pack.rows]
+        final_sharp, _ = pack.sharpness(done, v0, first.num_steps)
+    for r, i in enumerate(pack.rows):
+        if done[r]:
+            members[i].out["final_test_loss"] = test_loss[r]
+            members[i].out["final_test_accuracy"] = test_acc[r]
+            if first.sharpness_every:
+                members[i].out["final_sharpness"] = final_sharp[r]
+            end(i)
 
 
 def run_pack(
@@ -469,13 +495,16 @@ def run_pack(
     node: str | None = None,
     problem: Problem | None = None,
     forward: str = "auto",
+    checkpoint: Checkpointer | None = None,
+    resume: dict[str, Any] | None = None,
 ) -> list[TrialResult]:
     """Run packable trials at once; each writes its own files under `results/sweep`.
 
     Returns one `TrialResult` per config, in the order given, each as `run_trial`
     would have produced it. Never raises for a failure inside the pack: members
     still running when an exception strikes end as `error`. `forward` picks the
-    packed forward pass ('auto': batched products for fcn, vmap otherwise).
+    packed forward pass ('auto': the model's own). `checkpoint` receives the pack's
+    state every `checkpoint_every` updates; `resume` (such a state) continues from it.
     """
     check_packable(configs)
     start = time.perf_counter()
@@ -495,7 +524,8 @@ def run_pack(
 
     try:
         problem = problem or Problem(configs[0])
-        _train_pack(_Pack(members, problem, forward), finish, report, report_every)
+        pack = _Pack(members, problem, forward)
+        _train_pack(pack, finish, report, report_every, checkpoint, resume)
     except Exception as exc:  # a failing pack must never take the sweep down
         for m in members:
             if not m.ended:

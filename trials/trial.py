@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import math
 import socket
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -40,7 +39,7 @@ from torch.func import functional_call
 
 from trials.config import TrialConfig
 from trials.data import Dataset, load_dataset
-from warmup_core import curvature, stability
+from warmup_core import stability
 from warmup_core.models import MODEL_REGISTRY, WarmupModel, build_model
 from warmup_core.optim import Optimizer, build_optimizer, optimizer_family, stability_threshold
 from warmup_core.parameterization import Parameterization
@@ -155,21 +154,12 @@ class Problem:
 
         return fn
 
-    def evaluate(
-        self, model: WarmupModel, params: dict[str, torch.Tensor], split: str
-    ) -> tuple[float, float]:
-        """Loss and accuracy on a whole split, in chunks."""
-        loss, acc = self.evaluate_with(
-            lambda xb, yb: self.loss_and_accuracy(functional_call(model, params, (xb,)), yb), split
-        )
-        return float(loss), float(acc)
-
     @torch.no_grad()
     def evaluate_with(
         self, loss_and_accuracy: Callable[[torch.Tensor, torch.Tensor], tuple], split: str
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Float64 mean of `loss_and_accuracy(x, y)` over a split in chunks (a packed trial
-        returns one value per member)."""
+        """Float64 mean of `loss_and_accuracy(x, y)` over a split in chunks (one value per
+        member of a pack)."""
         x, y = (self.x_train, self.y_train) if split == "train" else (self.x_test, self.y_test)
         total_loss = total_acc = 0.0
         for i in range(0, len(x), EVAL_CHUNK):
@@ -211,6 +201,13 @@ class Problem:
         gen = torch.Generator().manual_seed(self.config.data_seed + 1)
         idx = torch.randperm(n, generator=gen)[:m].to(self.device)
         return self.x_train[idx], self.y_train[idx]
+
+    def measures_on_training_batch(self) -> bool:
+        """Whether the sharpness of update t is measured on update t's training batch alone."""
+        if self.config.sharpness_batch == "current":
+            return True
+        n = len(self.x_train)
+        return self.batch_size() == n and (self.config.sharpness_batch_size or n) >= n
 
     def measurement_batches(self, t: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Batches whose mean loss defines the sharpness at update t (None: at init).
@@ -340,132 +337,6 @@ def trial_summary(config: TrialConfig, sweep: str, node: str | None) -> dict[str
     return summary
 
 
-def _leaf_params(model: WarmupModel) -> dict[str, torch.Tensor]:
-    return {k: v.detach().clone().requires_grad_(True) for k, v in model.named_parameters()}
-
-
-def _train(
-    config: TrialConfig,
-    problem: Problem,
-    steps: dict[str, list],
-    report: Reporter | None,
-    report_every: int,
-    checkpoint: Checkpointer | None = None,
-    resume: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The training loop; fills `steps` in place and returns summary fields.
-
-    Every `config.checkpoint_every` updates it hands `checkpoint` the whole
-    training state; given such a state as `resume`, it continues from there and
-    produces the same values as an uninterrupted run.
-    """
-    model = problem.build_model(config.init_seed)
-    params = _leaf_params(model)
-
-    def measure_loss(t: int | None):
-        """Loss functions whose Hessian is the one measured at update t (None: init)."""
-        return [problem.loss_fn(model, x, y) for x, y in problem.measurement_batches(t)]
-
-    lanczos_gen = torch.Generator(problem.device).manual_seed(config.init_seed)
-    sharp_opts = dict(tol=config.sharpness_tol, max_iter=config.sharpness_max_iter)
-    optimizer = make_optimizer(config, model)
-    l2 = getattr(optimizer, "coupled_l2", 0.0)
-
-    if resume is None:
-        tops = [
-            curvature.sharpness(fn, params, generator=lanczos_gen, return_info=True, **sharp_opts)
-            for fn in measure_loss(None)
-        ]
-        lambda0, top = sum(top.top for top in tops) / len(tops), tops[0]
-        v_top, v_pre, loss0, first = top.eigenvectors[:, 0], None, None, 1
-        out: dict[str, Any] = {"lambda0": lambda0, "eta_c": None}
-        if config.eta_init == "catapult" or config.measure_eta_c:
-            out.update(critical_lr(config, measure_loss(1)[0], params, optimizer))
-    else:
-        with torch.no_grad():
-            for name, value in resume["params"].items():
-                params[name].copy_(value)
-        optimizer.load_state_dict(resume["optimizer"])
-        lanczos_gen.set_state(resume["lanczos_generator"])
-        out, v_top, v_pre, loss0 = resume["out"], resume["v_top"], resume["v_pre"], resume["loss0"]
-        steps.update({k: list(v) for k, v in resume["steps"].items()})
-        first = resume["step"] + 1
-
-    eta_trgt, eta_init, schedule = resolve_schedule(config, out["lambda0"], out["eta_c"])
-    out.update(eta_trgt=eta_trgt, eta_init=eta_init)
-    for t in range(first, config.num_steps + 1):
-        idx = problem.batch(t)
-        lr = float(schedule(t))
-        logits = functional_call(model, params, (problem.x_train[idx],))
-        loss, acc = problem.loss_and_accuracy(logits, problem.y_train[idx])
-        loss_value = loss.item()
-        loss0 = loss_value if loss0 is None else loss0
-        row = step_row(config, t, lr, loss_value, acc.item())
-        if is_diverged(config, loss_value, loss0):
-            append_row(steps, row)
-            out.update(status="diverged", diverged_step=t)
-            return out
-        grads = dict(zip(params, torch.autograd.grad(loss, list(params.values())), strict=True))
-        if measured_at(config.sharpness_every, t):
-            if t > 1 or config.sharpness_batch == "current":  # fixed batch at t = 1: lambda0
-                top = curvature.sharpness(
-                    measure_loss(t),
-                    params,
-                    v0=v_top,
-                    generator=lanczos_gen,
-                    return_info=True,
-                    **sharp_opts,
-                )
-                v_top = top.eigenvectors[:, 0]
-            row["sharpness"] = top.top
-            if config.optimizer.is_adam:
-                precond = optimizer.peek_preconditioner(params, grads)
-                pre = curvature.preconditioned_sharpness(
-                    [with_l2(fn, l2) for fn in measure_loss(t)],
-                    params,
-                    precond,
-                    v0=v_pre,
-                    generator=lanczos_gen,
-                    return_info=True,
-                    **sharp_opts,
-                )
-                row["preconditioned_sharpness"], v_pre = pre.top, pre.eigenvectors[:, 0]
-        if measured_at(config.eval_every, t):
-            row["test_loss"], row["test_accuracy"] = problem.evaluate(model, params, "test")
-        optimizer.step(params, grads, lr)
-        append_row(steps, row)
-        # No progress report at the last update: the final report follows the written files
-        # (a scheduler such as ASHA stops a trial at max_t = num_steps).
-        if report is not None and t % report_every == 0 and t < config.num_steps:
-            report({"step": t, "train_loss": loss_value, "lr": lr})
-        if checkpoint is not None and config.checkpoint_every and t % config.checkpoint_every == 0:
-            checkpoint(
-                {
-                    "step": t,
-                    "params": {k: v.detach().clone() for k, v in params.items()},
-                    "optimizer": optimizer.state_dict(),
-                    "lanczos_generator": lanczos_gen.get_state(),
-                    "out": dict(out),
-                    "v_top": v_top,
-                    "v_pre": v_pre,
-                    "loss0": loss0,
-                    "steps": {k: list(v) for k, v in steps.items()},
-                }
-            )
-
-    final_loss, final_acc = problem.evaluate(model, params, "train")
-    out.update(final_status(config, problem, final_loss, final_acc, loss0))
-    if out["status"] == "diverged":
-        return out
-    out["final_train_loss"], out["final_train_accuracy"] = final_loss, final_acc
-    out["final_test_loss"], out["final_test_accuracy"] = problem.evaluate(model, params, "test")
-    if config.sharpness_every:
-        out["final_sharpness"] = curvature.sharpness(
-            measure_loss(config.num_steps), params, v0=v_top, generator=lanczos_gen, **sharp_opts
-        )
-    return out
-
-
 def append_row(steps: dict[str, list], row: dict[str, Any]) -> None:
     """Append one steps-table row to the per-column lists of `steps`."""
     for key in STEP_COLUMNS:
@@ -501,7 +372,8 @@ def run_trial(
     checkpoint: Checkpointer | None = None,
     resume: dict[str, Any] | None = None,
 ) -> TrialResult:
-    """Run one trial; write its Parquet files under `results/sweep` when `results` is given.
+    """Run one trial (a pack of one); write its Parquet files under `results/sweep` when
+    `results` is given.
 
     `checkpoint` receives the training state every `config.checkpoint_every`
     updates; `resume` (such a state) continues the trial from it.
@@ -511,15 +383,17 @@ def run_trial(
     only when even that summary cannot be written. `report` receives progress every
     `report_every` steps (e.g. Ray Tune).
     """
-    start = time.perf_counter()
-    steps: dict[str, list] = {key: [] for key in STEP_COLUMNS}
-    summary = trial_summary(config, sweep, node)
-    try:
-        problem = problem or Problem(config)
-        summary.update(_train(config, problem, steps, report, report_every, checkpoint, resume))
-    except Exception as exc:  # a failing trial must never take the sweep down
-        summary.update(status="error", error=f"{type(exc).__name__}: {exc}")
-    summary["wall_time_s"] = time.perf_counter() - start
-    if results is not None:
-        write_results(results, sweep, summary, steps)
-    return TrialResult(summary["trial_id"], summary["status"], summary, steps)
+    from trials.packed import run_pack  # the one training loop; it builds on this module
+
+    (result,) = run_pack(
+        [config],
+        results=results,
+        sweep=sweep,
+        report=report,
+        report_every=report_every,
+        node=node,
+        problem=problem,
+        checkpoint=checkpoint,
+        resume=resume,
+    )
+    return result

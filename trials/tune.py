@@ -140,6 +140,8 @@ def pack_trainable(
         report=tune.report,
         report_every=report_every,
         node=node,
+        checkpoint=_save_checkpoint,
+        resume=_restored_state(),
     )
     members = {r.trial_id: _final_metrics(r.summary) for r in outcomes}
     tune.report({"step": configs[0].num_steps, "members": members})

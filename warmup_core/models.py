@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call, vmap
 
 from warmup_core.parameterization import PARAMETERIZATIONS, Parameterization
 from warmup_core.registry import Entry, Option, Registry
@@ -113,6 +114,21 @@ class WarmupModel(nn.Module):
                 mults[full] = module.rule.lr_mult(optimizer_family) if is_weight else 1.0
         return mults
 
+    def stacked_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits (K, B, ...) of K copies of this model whose parameters are stacked on a
+        leading member axis (K, ...), on a shared batch `x`."""
+        return vmap_forward(self, params, x)
+
+
+def vmap_forward(
+    model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
+    """`model`'s forward for parameters stacked on a leading member axis, by `vmap` over
+    `functional_call` (any model); a single member is a plain call."""
+    if next(iter(params.values())).shape[0] == 1:
+        return functional_call(model, {k: v[0] for k, v in params.items()}, (x,))[None]
+    return vmap(lambda p, xb: functional_call(model, p, (xb,)), in_dims=(0, None))(params, x)
+
 
 # Constructors take every option explicitly and trust them: defaults and checks live in
 # the registry entries below, which validate a config before any model is built.
@@ -146,6 +162,24 @@ class FCN(WarmupModel):
         for layer in self.layers[:-1]:
             x = self.act(layer(x))
         return self.layers[-1](x)
+
+    def stacked_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Logits (K, B, out) of K FCNs stacked on a leading member axis, by batched
+        matrix products (measured faster than `vmap` on CPU)."""
+        h, k = x.flatten(1), next(iter(params.values())).shape[0]
+        for i, layer in enumerate(self.layers):
+            w = params[f"layers.{i}.weight"] * layer.rule.multiplier
+            b = params.get(f"layers.{i}.bias")
+            if h.ndim == 2:  # shared input: one (B, in) x (in, K*out) product for all members
+                h = (h @ w.reshape(-1, w.shape[-1]).T).view(len(h), k, -1).transpose(0, 1)
+                h = h if b is None else h + b[:, None, :]
+            elif b is None:
+                h = torch.bmm(h, w.transpose(1, 2))
+            else:
+                h = torch.baddbmm(b[:, None, :], h, w.transpose(1, 2))
+            if i < len(self.layers) - 1:
+                h = self.act(h)
+        return h
 
 
 class Myrtle(WarmupModel):

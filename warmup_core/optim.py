@@ -114,6 +114,10 @@ class Optimizer:
     def _update(self, name: str, p: torch.Tensor, g: torch.Tensor, lr) -> None:
         raise NotImplementedError
 
+    def keep_members(self, rows: torch.Tensor) -> None:
+        """Keep only members `rows` (indices on the leading member axis) of a packed state."""
+        self.state = {n: {k: v[rows] for k, v in st.items()} for n, st in self.state.items()}
+
     def state_dict(self) -> dict:
         """A copy of the state for checkpoints: step count and per-parameter tensors."""
         return {"t": self.t, "state": _clone_state(self.state)}

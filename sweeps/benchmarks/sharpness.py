@@ -58,7 +58,7 @@ def _cnn(channels: list[int], side: int, out_dim: int) -> nn.Module:
     return nn.Sequential(*layers, nn.Flatten(), nn.Linear(channels[-1] * side * side, out_dim))
 
 
-def _problems(quick: bool, seed: int) -> dict[str, dict]:
+def _problems(quick: bool, seed: int, device: str = "cpu") -> dict[str, dict]:
     torch.manual_seed(seed)
     if quick:
         specs = {
@@ -72,7 +72,8 @@ def _problems(quick: bool, seed: int) -> dict[str, dict]:
         }
     problems = {}
     for name, (model, in_shape, n) in specs.items():
-        x, y = torch.randn(n, *in_shape), torch.randn(n, 10)
+        model = model.to(device)
+        x, y = torch.randn(n, *in_shape).to(device), torch.randn(n, 10).to(device)
         params = {k: v.detach() for k, v in model.named_parameters()}
         problems[name] = {
             "model": model,
@@ -150,7 +151,7 @@ def _power_iteration(op: HVPOperator, tol: float, max_iter: int, gen, reference:
 def _lanczos_hvps_to_accuracy(op: HVPOperator, max_iter: int, gen, reference: float):
     """Fewest Lanczos steps whose top Ritz value is within TOL of ``reference`` (oracle)."""
     q = torch.randn(op.dim, generator=gen)
-    alphas, betas, *_ = _lanczos_core(op, q / q.norm(), max_iter, k=None, tol=None, generator=gen)
+    alphas, betas = _lanczos_core(op, q / q.norm(), max_iter)
     for m in range(1, len(alphas) + 1):
         top = float(np.linalg.eigvalsh(_tridiagonal(alphas[:m], betas[: m - 1]))[-1])
         if abs(top - reference) <= TOL * abs(reference):
@@ -286,8 +287,66 @@ def bench_warm_start(problem: dict, steps: int, max_iter: int, seed: int) -> dic
     }
 
 
-def run(quick: bool = False, seed: int = 0) -> dict:
-    """Run the whole benchmark; ``quick`` uses tiny models (seconds, for smoke tests)."""
+# Tracking during training: the trial loop with sharpness measured every 10 and every
+# update against none after lambda0 (FCN-4-512, 1024 digits, full batch).
+TRACKING = {
+    "model": {"name": "fcn", "width": 512, "depth": 4},
+    "dataset": {"name": "digits", "train_size": 1024, "test_size": 256},
+    "eta_trgt": 0.5,
+    "eta_trgt_relative_to": "lambda0",
+    "warmup_steps": 50,
+    "eval_every": 0,
+}
+
+
+def bench_tracking(
+    steps: int, device: str = "cpu", every: tuple[int, ...] = (0, 10, 1), width: int = 512
+) -> dict:
+    """Wall time of `steps` training updates with `sharpness_every` in `every`, and the
+    largest relative difference of values measured at the same updates."""
+    from trials.config import TrialConfig
+    from trials.trial import Problem, run_trial
+
+    configs = {
+        e: TrialConfig.model_validate(
+            {
+                **TRACKING,
+                "model": {**TRACKING["model"], "width": width},
+                "num_steps": steps,
+                "sharpness_every": e,
+                "device": device,
+            }
+        )
+        for e in every
+    }
+    problem = Problem(configs[every[0]])
+    run_trial(configs[every[0]].model_copy(update={"num_steps": 2}), problem=problem)  # warm-up
+    runs = {}
+    for e, config in configs.items():
+        start = time.perf_counter()
+        result = run_trial(config, problem=problem)
+        runs[e] = (time.perf_counter() - start, result.steps["sharpness"])
+    base = runs[every[0]][0]
+    dense = runs[min(e for e in every if e)][1] if any(every) else []
+    out: dict = {"steps": steps, "width": width, "tol": configs[every[0]].sharpness_tol}
+    out["runs"] = {}
+    for e, (seconds, values) in runs.items():
+        diffs = [
+            abs(v - d) / abs(d)
+            for v, d in zip(values, dense, strict=False)
+            if e and v is not None and d is not None
+        ]
+        out["runs"][e] = {
+            "seconds": seconds,
+            "ratio": seconds / base,
+            "max_rel_diff_to_every_1": max(diffs, default=None),
+        }
+    return out
+
+
+def run(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
+    """Run the whole benchmark; ``quick`` uses tiny models (seconds, for smoke tests).
+    ``device``: where tensors live ('cuda' is untested on a GPU so far)."""
     repeats, solver_repeats, max_iter, warm_steps = (3, 2, 60, 3) if quick else (5, 2, 150, 10)
     result: dict = {
         "quick": quick,
@@ -295,9 +354,10 @@ def run(quick: bool = False, seed: int = 0) -> dict:
         "tol": TOL,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": device,
         "models": {},
     }
-    for name, problem in _problems(quick, seed).items():
+    for name, problem in _problems(quick, seed, device).items():
         result["models"][name] = {
             "num_params": problem["num_params"],
             "batch_size": problem["batch_size"],
@@ -305,6 +365,7 @@ def run(quick: bool = False, seed: int = 0) -> dict:
             "top_eigenvalue": bench_top_eigenvalue(problem, seed, max_iter, solver_repeats),
             "warm_start": bench_warm_start(problem, warm_steps, max_iter, seed),
         }
+    result["tracking"] = bench_tracking(*((12, device, (0, 10, 1), 32) if quick else (200, device)))
     return result
 
 
@@ -349,6 +410,18 @@ def format_table(result: dict) -> str:
         lines.append(
             f"warm start over {warm['steps']} GD steps: {sum(warm['warm_hvps'])} vs "
             f"{sum(warm['cold_hvps'])} HVPs cold (warm/cold {warm['warm_over_cold']:.2f})"
+        )
+    track = result["tracking"]
+    lines += [
+        "",
+        f"== tracking in training: FCN-4-512, 1024 digits, full batch, "
+        f"{track['steps']} steps, tol {track['tol']:g}",
+    ]
+    for every, r in track["runs"].items():
+        diff = r["max_rel_diff_to_every_1"]
+        lines.append(
+            f"sharpness_every {every:>3}: {r['seconds']:8.1f} s  {r['ratio']:5.2f}x"
+            + ("" if diff is None else f"  max rel diff to every-1 values {diff:.1e}")
         )
     return "\n".join(lines)
 

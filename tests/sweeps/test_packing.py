@@ -91,3 +91,16 @@ def test_packed_sweep_matches_unpacked_and_resumes_per_member(ray_local, tmp_pat
     outcome = run_sweep(_spec(), packed, stream=stream)
     assert "1 to run, 5 already ended" in stream.getvalue()
     assert outcome.exit_code == 0 and sum(outcome.counts.values()) == 6
+
+
+def test_pack_size_spreads_the_largest_group_over_every_worker():
+    planned = expand(_spec(grid={"eta_trgt": [0.1 * i for i in range(1, 17)]}))
+    assert len(planned) == 16
+    # 16 trials, pack_size 16, two workers: two packs of 8, not one pack and an idle worker.
+    assert resolve_pack_size(16, planned, 1.0, workers=2) == 8
+    assert [len(p) for p in group_into_packs(planned, 8)] == [8, 8]
+    # 16 trials in packs of at most 6 over two workers: 4 packs of 4, never 6 + 6 + 4.
+    assert resolve_pack_size(6, planned, 1.0, workers=2) == 4
+    # More workers than trials: one trial each.
+    assert resolve_pack_size(16, planned, 1.0, workers=32) == 1
+    assert resolve_pack_size(16, planned, 1.0, workers=1) == 16

@@ -52,6 +52,6 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(optimizer):
 def test_checkpoint_state_is_a_snapshot_not_a_live_view():
     states: list[dict] = []
     run_trial(_config({"name": "adam"}), checkpoint=states.append)
-    first, last = states[0]["optimizer"]["state"], states[-1]["optimizer"]["state"]
+    first, last = states[0]["optimizers"][0]["state"], states[-1]["optimizers"][0]["state"]
     name = next(iter(first))
     assert not torch.equal(first[name]["m"], last[name]["m"])

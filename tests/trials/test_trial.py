@@ -180,14 +180,14 @@ def test_an_exception_is_recorded_as_error_without_raising(endings) -> None:
 
 
 def test_exception_late_in_the_run_keeps_the_steps_so_far(tmp_path, monkeypatch) -> None:
-    evaluate = Problem.evaluate
+    evaluate = Problem.evaluate_with
 
-    def final_evaluation_fails(self, model, params, split):
+    def final_evaluation_fails(self, loss_and_accuracy, split):
         if split == "train":  # only the final evaluation reads the training split
             raise RuntimeError("evaluation exploded")
-        return evaluate(self, model, params, split)
+        return evaluate(self, loss_and_accuracy, split)
 
-    monkeypatch.setattr(Problem, "evaluate", final_evaluation_fails)
+    monkeypatch.setattr(Problem, "evaluate_with", final_evaluation_fails)
     result = run_trial(tiny(), results=str(tmp_path), sweep=SWEEP)
     assert result.status == "error"
     summary, steps = read_trial(tmp_path, result.trial_id)
