@@ -523,7 +523,8 @@ def run_pack(
 
     Returns one `TrialResult` per config, in the order given, each as `run_trial`
     would have produced it. Never raises for a failure inside the pack: members
-    still running when an exception strikes end as `error`. `forward` picks the
+    still running when an exception strikes end as `error`; it raises only when a
+    member's error summary cannot be written either. `forward` picks the
     packed forward pass ('auto': the model's own). `checkpoint` receives the pack's
     state every `checkpoint_every` updates; `resume` (such a state) continues from it.
     """
@@ -536,18 +537,26 @@ def run_pack(
     )
     members = [_Member(configs[i], trial_summary(configs[i], sweep, node)) for i in order]
 
+    unrecorded: list[Exception] = []
+
     def finish(m: _Member) -> None:
         m.ended = True
         m.summary.update(m.out)
         m.summary["wall_time_s"] = time.perf_counter() - start
         if results is not None:
-            write_results(results, sweep, m.summary, m.steps)
+            try:
+                write_results(results, sweep, m.summary, m.steps)
+            except Exception as exc:
+                unrecorded.append(exc)
+                raise
 
     try:
         problem = problem or Problem(configs[0])
         pack = _Pack(members, problem, forward)
         _train_pack(pack, finish, report, report_every, checkpoint, resume)
     except Exception as exc:  # a failing pack must never take the sweep down
+        if unrecorded:  # ... but a trial that cannot even record its error must reach Tune
+            raise
         for m in members:
             if not m.ended:
                 m.out = {"status": "error", "error": f"{type(exc).__name__}: {exc}"}

@@ -16,6 +16,7 @@ import torch
 
 from sweeps.spec import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
+from trials.packed import run_pack
 from trials.trial import run_trial
 
 pytestmark = pytest.mark.slow
@@ -146,3 +147,43 @@ def test_killed_trial_resumes_from_its_tune_checkpoint_with_the_same_values(cli,
     assert steps["train_loss"].tolist() == reference.steps["train_loss"]
     summary = pd.read_parquet(sweep / "trials").iloc[0]
     assert summary["final_test_loss"] == reference.summary["final_test_loss"]
+
+
+def test_killed_pack_resumes_from_its_tune_checkpoint_with_every_members_values(cli, write_spec):
+    data = long_spec("pack-kill", 2000, failure={"retries": 1}, grid={"eta_trgt": [0.1, 0.2]})
+    data.update(pack_size=2)
+    data["base"]["checkpoint_every"] = 200
+    data["base"]["batch_size"] = 32
+    # One CPU: one worker, so the two trials stay one pack.
+    run = cli("run", str(write_spec(data)), "--results", "results", "--num-cpus", "1")
+    sweep = run.cwd / "results" / "pack-kill"
+
+    def checkpointed_worker() -> int | None:
+        has_checkpoint = any((sweep / "tune").glob("*/checkpoint_*/trial_state.pt"))
+        worker = next((pid for pid, t in run.children().items() if t == TRAINABLE_TITLE), None)
+        return worker if has_checkpoint else None
+
+    victim = wait_for(checkpointed_worker, run)
+    os.kill(victim, signal.SIGKILL)
+    code, _, err = run.wait()
+    assert code == 0, err[-3000:]
+
+    trial_dir = next(d for d in (sweep / "tune").iterdir() if (d / "error.txt").exists())
+    results = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    first_after_restart = next(r for r in results if r["pid"] != victim)
+    assert first_after_restart["step"] > data["base"]["checkpoint_every"]
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        # An uninterrupted pack of the same two trials (float sums as the worker's).
+        done = run_pack([p.config for p in expand(parse_spec(data))])
+        reference = {r.trial_id: r for r in done}
+    finally:
+        torch.set_num_threads(threads)
+    steps = pd.read_parquet(sweep / "steps")
+    assert sorted(steps["trial_id"].unique()) == sorted(reference)
+    for trial_id, ref in reference.items():
+        mine = steps[steps["trial_id"] == trial_id].sort_values("step")
+        assert mine["step"].tolist() == ref.steps["step"]
+        assert mine["train_loss"].tolist() == ref.steps["train_loss"]
