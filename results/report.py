@@ -37,7 +37,7 @@ from results.schema import STATUSES
 from results.store import load
 
 # Facets added when they take more than one value in the sweep.
-VARYING_FACETS = ("eta_init_mode",)
+VARYING_FACETS = ("eta_init_mode", "warmup_shape")
 METRIC_PREFERENCE = ("final_test_loss", "final_train_loss", "final_test_accuracy")
 
 
@@ -90,7 +90,8 @@ def analyze(
 
     facets = [f for f in facets if f in trials.columns]
     for extra in VARYING_FACETS:
-        # A swept warmup start (eta_init 0 vs catapult) must not pool into one cell as seeds.
+        # A swept warmup start (eta_init 0 vs catapult) or shape (linear vs adaptive) must not
+        # pool into one cell as seeds.
         if extra not in facets and extra in trials.columns and trials[extra].nunique() > 1:
             facets.append(extra)
     metric = metric or _pick_metric(trials)

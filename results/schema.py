@@ -52,6 +52,7 @@ TRIAL_SCHEMA = pa.schema(
         ("eta_init_mode", pa.string()),  # zero | value | catapult
         ("warmup_steps", pa.int64()),
         ("warmup_shape", pa.string()),
+        ("warmup_end_step", pa.int64()),  # first update at eta_trgt; null if never reached
         ("schedule", pa.string()),  # decay after warmup: constant | cosine | linear
         ("num_steps", pa.int64()),
         ("batch_size", pa.int64()),

@@ -14,6 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from trials.data import DATASET_REGISTRY
+from warmup_core import adaptive
 from warmup_core.models import MODEL_REGISTRY
 from warmup_core.optim import ADAM_FAMILY, OPTIMIZERS, optimizer_defaults
 from warmup_core.parameterization import PARAMETERIZATIONS
@@ -21,6 +22,16 @@ from warmup_core.schedules import DECAYS, WARMUP_SHAPES
 
 # Options each optimizer accepts (besides its name); others are refused.
 OPTIMIZER_OPTIONS = {name: tuple(optimizer_defaults(name)) for name in OPTIMIZERS}
+
+# The fixed shapes of `warmup_core.schedules` and the sharpness-adaptive controller.
+WARMUP_SHAPE_CHOICES = (*WARMUP_SHAPES, "adaptive")
+
+# Fields of `warmup_shape: adaptive` and their defaults (from `warmup_core.adaptive`).
+ADAPTIVE_DEFAULTS = {
+    "adaptive_safety": adaptive.DEFAULT_SAFETY,
+    "adaptive_growth": adaptive.DEFAULT_GROWTH,
+    "adaptive_every": adaptive.DEFAULT_EVERY,
+}
 
 
 class _Strict(BaseModel):
@@ -154,6 +165,17 @@ class TrialConfig(BaseModel):
     eta_c is the crossing where one optimizer step starts to raise the loss, bisected
     to a relative bracket of `catapult_rtol`, then checked by `catapult_check_steps`
     steps at the constant rate eta_c (0: no check).
+
+    `warmup_shape: adaptive` (`warmup_core.adaptive`) raises the rate as fast as the
+    measured curvature allows: the rate times the threshold-relevant curvature (the
+    sharpness for SGD, the pre-conditioned sharpness for the Adam family) stays below
+    `adaptive_safety` (default 0.5) times the optimizer's stability constant, the rate
+    grows by at most a factor `1 + adaptive_growth` (default 0.1) per update, and the
+    curvature is measured every `adaptive_every` (default 5) updates until warmup ends.
+    It never goes slower than the linear warmup from `eta_init` over `warmup_steps`,
+    so `warmup_steps` is the longest warmup allowed and `eta_init` the lowest first rate.
+    The three fields apply to `adaptive` only (set with another shape: refused; left
+    unset: null for other shapes, their defaults for `adaptive`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -174,6 +196,9 @@ class TrialConfig(BaseModel):
     warmup_steps: int = Field(default=1, gt=0)
     warmup_shape: str | None = None
     warmup_power: float = Field(default=1.0, gt=0)
+    adaptive_safety: float | None = Field(default=None, gt=0, le=1)
+    adaptive_growth: float | None = Field(default=None, gt=0)
+    adaptive_every: int | None = Field(default=None, gt=0)
     decay: str = "constant"
     eta_min: float = Field(default=0.0, ge=0)
 
@@ -201,6 +226,14 @@ class TrialConfig(BaseModel):
     device: str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _adaptive_defaults(cls, data: Any) -> Any:
+        """The adaptive controller's unset fields at their defaults, so trial ids cover them."""
+        if isinstance(data, dict) and data.get("warmup_shape") == "adaptive":
+            data = {**data, **{k: v for k, v in ADAPTIVE_DEFAULTS.items() if data.get(k) is None}}
+        return data
+
     @field_validator("eta_init")
     @classmethod
     def _eta_init_non_negative(cls, value: float | str) -> float | str:
@@ -220,7 +253,14 @@ class TrialConfig(BaseModel):
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
         _choice("decay", self.decay, DECAYS)
         if self.warmup_shape is not None:
-            _choice("warmup_shape", self.warmup_shape, WARMUP_SHAPES)
+            _choice("warmup_shape", self.warmup_shape, WARMUP_SHAPE_CHOICES)
+        if self.warmup_shape != "adaptive":
+            for key in ADAPTIVE_DEFAULTS:
+                if getattr(self, key) is not None:
+                    raise ValueError(
+                        f"{key}: applies to warmup_shape 'adaptive' only, "
+                        f"not {self.resolved_warmup_shape!r}"
+                    )
         model = MODEL_REGISTRY.get(self.model.name)
         kinds = self.dataset.kinds()
         if not model.inputs & kinds:

@@ -31,6 +31,7 @@ import torch
 from torch.func import functional_call, vmap
 
 from trials.config import TrialConfig
+from trials.rates import TrialRates
 from trials.trial import (
     STEP_COLUMNS,
     Checkpointer,
@@ -44,7 +45,7 @@ from trials.trial import (
     is_diverged,
     make_optimizer,
     measured_at,
-    resolve_schedule,
+    set_rate,
     step_row,
     trial_summary,
     write_results,
@@ -62,6 +63,9 @@ MEMBER_FIELDS = frozenset(
         "warmup_steps",
         "warmup_shape",
         "warmup_power",
+        "adaptive_safety",
+        "adaptive_growth",
+        "adaptive_every",
         "decay",
         "eta_min",
         "optimizer",
@@ -153,7 +157,7 @@ class _Member:
     generator: torch.Generator | None = None  # its Lanczos start vectors
     v_top: torch.Tensor | None = None  # warm starts: the last top eigenvectors
     v_pre: torch.Tensor | None = None
-    lr: torch.Tensor | None = None  # float64 (num_steps,): its schedule, update 1 first
+    rates: TrialRates | None = None  # the rate of each update (fixed or adaptive)
 
     def record(self) -> dict[str, Any]:
         """What a checkpoint keeps of this member."""
@@ -166,6 +170,7 @@ class _Member:
             "generator": self.generator.get_state(),
             "v_top": self.v_top,
             "v_pre": self.v_pre,
+            "rates": self.rates.state_dict() if self.rates is not None else None,
         }
 
     def restore(self, record: dict[str, Any]) -> None:
@@ -175,6 +180,9 @@ class _Member:
         self.summary = record["summary"] or self.summary
         self.generator.set_state(record["generator"])
         self.v_top, self.v_pre = record["v_top"], record["v_pre"]
+        if not self.ended:
+            self.rates = TrialRates(self.config, self.out["lambda0"], self.out["eta_c"])
+            self.rates.load_state_dict(record["rates"])
 
 
 @dataclass
@@ -342,7 +350,7 @@ class _Pack:
 
 
 def _setup(pack: _Pack, end: Callable[..., None]) -> None:
-    """lambda0, eta_c and the schedule of every member (a failing member is an error)."""
+    """lambda0, eta_c and the rates of every member (a failing member is an error)."""
     members, problem = pack.members, pack.problem
     lambda0, vectors = pack.sharpness([True] * len(members), [None] * len(members), None)
     measure_loss = problem.loss_fn(pack.model, *problem.measurement_batches(1)[0])
@@ -354,7 +362,7 @@ def _setup(pack: _Pack, end: Callable[..., None]) -> None:
             if c.eta_init == "catapult" or c.measure_eta_c:
                 optimizer = make_optimizer(c, pack.model)
                 m.out.update(critical_lr(c, measure_loss, pack.member_params(i), optimizer))
-            resolve_schedule(c, lambda0[i], m.out["eta_c"])
+            m.rates = TrialRates(c, lambda0[i], m.out["eta_c"])
         except Exception as exc:
             m.out = {}
             end(i, status="error", error=f"{type(exc).__name__}: {exc}")
@@ -386,9 +394,7 @@ def _train_pack(
     pack.remove(ending)
     for i in pack.rows:
         m = members[i]
-        eta_trgt, eta_init, schedule = resolve_schedule(m.config, m.out["lambda0"], m.out["eta_c"])
-        m.out.update(eta_trgt=eta_trgt, eta_init=eta_init)
-        m.lr = schedule(torch.arange(1, num_steps + 1)).to(torch.float64)
+        m.out.update(eta_trgt=m.rates.eta_trgt, eta_init=m.rates.eta_init)
 
     for t in range(start, num_steps + 1):
         if not pack.rows:
@@ -400,8 +406,9 @@ def _train_pack(
         for r, i in enumerate(pack.rows):
             m = members[i]
             m.loss0 = loss_list[r] if m.loss0 is None else m.loss0
-            row = step_row(m.config, t, float(m.lr[t - 1]), loss_list[r], acc_list[r])
+            row = step_row(m.config, t, None, loss_list[r], acc_list[r])  # rate: below
             if is_diverged(m.config, loss_list[r], m.loss0):
+                set_rate(m.config, row, m.rates.rate(t))  # the rate it would have taken
                 append_row(m.steps, row)
                 end(i, status="diverged", diverged_step=t)
             else:
@@ -409,7 +416,11 @@ def _train_pack(
         if not rows:
             return
         keep = list(rows)
-        measured = measured_at(first.sharpness_every, t)
+        # Measured at t: every row on the shared schedule, else the rows whose adaptive
+        # warmup wants the curvature for its next rate.
+        shared = measured_at(first.sharpness_every, t)
+        active = [shared or members[pack.rows[r]].rates.measures_at(t) for r in keep]
+        measured = any(active)
         # On the measurement batch, the training gradient's graph serves the HVPs too.
         reuse = measured and not ending and problem.measures_on_training_batch()
         grad_list = torch.autograd.grad(
@@ -425,31 +436,41 @@ def _train_pack(
         if measured:
             if t > 1 or first.sharpness_batch == "current":  # fixed batch at t = 1: lambda0
                 v0 = [m.v_top for m in live]
-                sharp, vectors = pack.sharpness([True] * len(live), v0, t, graph=graph)
-                for m, v in zip(live, vectors, strict=True):
-                    m.v_top = v
+                sharp, vectors = pack.sharpness(active, v0, t, graph=graph)
+                for r, m in enumerate(live):
+                    m.v_top = vectors[r] if active[r] else m.v_top
             else:
                 sharp = [m.out["lambda0"] for m in live]
-            adam = [m.config.optimizer.is_adam for m in live]
+            adam = [active[r] and m.config.optimizer.is_adam for r, m in enumerate(live)]
             if any(adam):
                 v0 = [m.v_pre for m in live]
                 pre, vectors = pack.sharpness(adam, v0, t, pack.preconditioner(grads), graph)
             for r, m in enumerate(live):
-                rows[r]["sharpness"] = sharp[r]
+                if active[r]:
+                    rows[r]["sharpness"] = sharp[r]
                 if adam[r]:
                     rows[r]["preconditioned_sharpness"], m.v_pre = pre[r], vectors[r]
+        for r, m in enumerate(live):  # each member's rate, from its own measurements
+            row = rows[r]
+            set_rate(
+                m.config, row, m.rates.rate(t, row["sharpness"], row["preconditioned_sharpness"])
+            )
         if measured_at(first.eval_every, t):
             test_loss, test_acc = pack.evaluate("test")
             for r, row in rows.items():
                 row["test_loss"], row["test_accuracy"] = test_loss[r], test_acc[r]
-        pack.step(grads, torch.stack([m.lr[t - 1] for m in live]))
+        pack.step(
+            grads, torch.tensor([rows[r]["lr"] for r in range(len(live))], dtype=torch.float64)
+        )
         for r, m in enumerate(live):
             append_row(m.steps, rows[r])
+            if m.rates.end_step == t:
+                m.out["warmup_end_step"] = t
         # No progress report at the last update: the final report follows the written files
         # (a scheduler such as ASHA stops a trial at max_t = num_steps).
         if report is not None and t % report_every == 0 and t < num_steps:
             r = min(range(len(live)), key=losses_kept.__getitem__)
-            lr = float(live[r].lr[t - 1])
+            lr = rows[r]["lr"]
             report({"step": t, "train_loss": losses_kept[r], "lr": lr, "live_members": len(live)})
         if checkpoint is not None and first.checkpoint_every and t % first.checkpoint_every == 0:
             checkpoint(pack.state_dict(t))

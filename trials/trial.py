@@ -287,24 +287,39 @@ def measured_at(every: int, t: int) -> bool:
     return t == 1 or bool(every and (t - 1) % every == 0)
 
 
-def step_row(config: TrialConfig, t: int, lr: float, loss: float, accuracy: float) -> dict:
-    """The steps-table row of update t before curvature and evaluation are filled in."""
+def step_row(config: TrialConfig, t: int, lr: float | None, loss: float, accuracy: float) -> dict:
+    """The steps-table row of update t before curvature and evaluation are filled in
+    (`lr` None: chosen later, from the measurements, by `set_rate`)."""
     row = dict.fromkeys(STEP_COLUMNS)
-    row.update(step=t, lr=lr, train_loss=loss, train_accuracy=accuracy)
-    row["threshold"] = threshold(config, lr)
+    row.update(step=t, train_loss=loss, train_accuracy=accuracy)
+    if lr is not None:
+        set_rate(config, row, lr)
     return row
 
 
-def resolve_schedule(
-    config: TrialConfig, lambda0: float, eta_c: float | None
-) -> tuple[float, float, Schedule]:
-    """Absolute eta_trgt and eta_init (from lambda0 and eta_c) and the schedule they make."""
+def set_rate(config: TrialConfig, row: dict, lr: float) -> None:
+    """Record update t's rate in its row, with the stability threshold at that rate."""
+    row["lr"], row["threshold"] = lr, threshold(config, lr)
+
+
+def resolve_etas(config: TrialConfig, lambda0: float, eta_c: float | None) -> tuple[float, float]:
+    """Absolute eta_trgt and eta_init, from lambda0 and eta_c."""
     eta_trgt = (
         config.eta_trgt / lambda0 if config.eta_trgt_relative_to == "lambda0" else config.eta_trgt
     )
     eta_init = eta_c if config.eta_init == "catapult" else config.eta_init
     if not (math.isfinite(eta_trgt) and eta_trgt > 0):
         raise ValueError(f"eta_trgt: resolved to {eta_trgt} (lambda0 = {lambda0})")
+    return eta_trgt, eta_init
+
+
+def resolve_schedule(
+    config: TrialConfig, lambda0: float, eta_c: float | None
+) -> tuple[float, float, Schedule]:
+    """Absolute eta_trgt and eta_init (from lambda0 and eta_c) and the fixed schedule they
+    make (not for `warmup_shape: adaptive`, whose rates follow measurements:
+    `trials.rates`)."""
+    eta_trgt, eta_init = resolve_etas(config, lambda0, eta_c)
     schedule = Schedule(
         eta_trgt=eta_trgt,
         warmup_steps=config.warmup_steps,

@@ -60,6 +60,7 @@ FINAL_METRICS = (
     "lambda0",
     "eta_c",
     "eta_trgt",
+    "warmup_end_step",
     "final_train_loss",
     "final_train_accuracy",
     "final_test_loss",

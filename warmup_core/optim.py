@@ -13,7 +13,9 @@ Adam exposes the diagonal pre-conditioner its update applies: with
 update reads `theta -= lr * m * P^-1 m_t`, so the pre-conditioner is `P / m` and the
 pre-conditioned sharpness is the top eigenvalue of `(P / m)^-1 H`. Each optimizer
 knows its stability threshold (`stability_threshold`), from the formulas in
-`warmup_core.stability`: the one place every threshold comes from.
+`warmup_core.stability`: the one place every threshold comes from; its inverse,
+the largest stable rate at a measured curvature (`largest_stable_rate`), is read
+off that rule.
 
 GI-Adam (Kalra & Barkeshli 2024) initializes the second moment with the
 squared first gradient, `v_0 = g_0^2`, and keeps the usual bias correction,
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -71,6 +74,18 @@ class Optimizer:
         pre-conditioned sharpness (see `warmup_core.stability`).
         """
         raise NotImplementedError
+
+    def largest_stable_rate(self, curvature: float) -> float:
+        """Largest learning rate at which this update rule is stable at `curvature` (the
+        quantity `stability_threshold` bounds); inf when no rate is unstable there.
+
+        The inverse of `stability_threshold`: every threshold has the form `a / eta - b`
+        (the rule's stability constant over the rate, less the curvature the update adds,
+        e.g. coupled weight decay), so `a` and `b` are read off the rule itself.
+        """
+        b = -float(self.stability_threshold(math.inf))
+        a = float(self.stability_threshold(1.0)) + b
+        return a / (curvature + b) if curvature + b > 0 else math.inf
 
     def fresh(self) -> Optimizer:
         """The same optimizer (hyperparameters, multipliers) with empty state."""

@@ -19,6 +19,9 @@ Decays (after warmup, over the remaining `num_steps - T` updates):
 - cosine:   eta_min + (eta_trgt - eta_min) * (1 + cos(pi * s)) / 2
 - linear:   eta_trgt + (eta_min - eta_trgt) * s
 with s = (t - T) / (num_steps - T) in [0, 1].
+
+The sharpness-adaptive warmup, whose rates depend on measurements, is
+`warmup_core.adaptive`; it takes its floor and its decay from this module.
 """
 
 from __future__ import annotations
@@ -107,6 +110,28 @@ def learning_rate(
     else:
         decayed = eta_trgt + (eta_min - eta_trgt) * progress
     return where(step > warmup_steps, decayed, warm)
+
+
+def warmup_end_step(
+    *,
+    eta_trgt: float,
+    warmup_steps: int = 1,
+    eta_init: float = 0.0,
+    shape: str = "linear",
+) -> int:
+    """The first update run at `eta_trgt`: `warmup_steps` for linear and polynomial
+    warmup, earlier for the catapult ramp, which starts at `eta_init`."""
+    _check_choice("warmup_shape", shape, WARMUP_SHAPES)
+    if shape != "catapult":
+        return warmup_steps
+    return next(
+        t
+        for t in range(1, warmup_steps + 1)
+        if learning_rate(
+            t, eta_trgt=eta_trgt, warmup_steps=warmup_steps, eta_init=eta_init, shape=shape
+        )
+        >= eta_trgt
+    )
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,9 @@
+import math
+
 import pytest
 import torch
 
-from warmup_core.optim import Adam, build_optimizer
+from warmup_core.optim import SGD, Adam, build_optimizer
 
 
 def _problem(seed=0):
@@ -148,3 +150,29 @@ def test_tensor_lr_updates_each_packed_member_with_its_own_rate():
 def test_bad_optimizer_options_name_the_field(name, kwargs, field):
     with pytest.raises(ValueError, match=field):
         build_optimizer(name, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "closed_form"),
+    [
+        (SGD(), lambda c: 2 / c),
+        (SGD(momentum=0.9), lambda c: (2 + 2 * 0.9) / c),
+        (SGD(momentum=0.9, nesterov=True), lambda c: (2 + 2 * 0.9) / ((1 + 2 * 0.9) * c)),
+        (SGD(weight_decay=0.5), lambda c: 2 / (c + 0.5)),
+        (Adam(beta1=0.9), lambda c: (2 + 2 * 0.9) / ((1 - 0.9) * c)),
+        (Adam(beta1=0.5, weight_decay=0.5, decoupled=True), lambda c: (2 + 2 * 0.5) / (0.5 * c)),
+    ],
+    ids=["gd", "heavy-ball", "nesterov", "sgd-l2", "adam", "adamw"],
+)
+@pytest.mark.parametrize("curvature", [0.1, 3.0, 250.0])
+def test_largest_stable_rate_is_the_closed_form_inverse_of_the_threshold(
+    optimizer, closed_form, curvature
+):
+    rate = optimizer.largest_stable_rate(curvature)
+    assert rate == pytest.approx(closed_form(curvature), rel=1e-12)
+    assert optimizer.stability_threshold(rate) == pytest.approx(curvature, rel=1e-12)
+
+
+def test_no_rate_is_unstable_at_non_positive_curvature():
+    assert SGD().largest_stable_rate(0.0) == math.inf
+    assert SGD(weight_decay=0.1).largest_stable_rate(-0.5) == math.inf

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from warmup_core.schedules import Schedule, learning_rate
+from warmup_core.schedules import Schedule, learning_rate, warmup_end_step
 
 
 def test_linear_warmup_matches_formula_at_boundaries():
@@ -89,3 +89,17 @@ def test_tensor_of_steps_gives_the_whole_curve():
 def test_bad_arguments_name_the_field(kwargs, field):
     with pytest.raises(ValueError, match=field):
         Schedule(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kw", "end"),
+    [
+        (dict(eta_trgt=1.0, warmup_steps=10), 10),
+        (dict(eta_trgt=1.0, warmup_steps=10, shape="polynomial"), 10),
+        (dict(eta_trgt=1.0, warmup_steps=1), 1),
+        # 0.4 + t / 10 reaches 1 at t = 6 (the cap of the catapult ramp).
+        (dict(eta_trgt=1.0, warmup_steps=10, eta_init=0.4, shape="catapult"), 6),
+    ],
+)
+def test_warmup_end_step_is_the_first_update_at_the_target(kw, end):
+    assert warmup_end_step(**kw) == end

@@ -239,3 +239,15 @@ def test_markdown_table_formats_numbers_and_missing():
 
     text = markdown_table(pd.DataFrame({"a": [1.23456789, np.nan], "b": ["x|y", None]}))
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1.235 | x\\|y |", "| – | – |"]
+
+
+def test_a_swept_warmup_shape_is_a_facet_not_a_seed(tmp_path):
+    written = make_sweep(tmp_path / "res")
+    # The same grid point once more, with adaptive warmup: it must get its own cell.
+    adaptive = {**written[0], "trial_id": "trial-adaptive", "warmup_shape": "adaptive"}
+    write_trial(tmp_path / "res", "demo", adaptive, _steps("sgd", adaptive["eta_trgt"], 1, None))
+    analyze(tmp_path / "res" / "demo", tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    header = next(line for line in summary.splitlines() if "max_trainable_eta" in line)
+    assert "warmup_shape" in header
+    assert "| adaptive |" in summary and "| linear |" in summary

@@ -52,6 +52,7 @@ def test_trial_id_ignores_spelling_of_equal_values() -> None:
         {"eta_trgt_relative_to": "lambda0"},
         {"eta_init": "catapult"},
         {"num_steps": 21},
+        {"warmup_shape": "adaptive"},
     ],
     ids=lambda c: next(iter(c)),
 )
@@ -96,6 +97,13 @@ def test_trial_id_changes_with_any_field(change: dict) -> None:
         (with_(model={"name": "transformer"}), "model.name"),
         (with_(dataset={"name": "text"}), "model.name"),
         (with_(device="tpu"), "device"),
+        (with_(warmup_shape="sharp"), "warmup_shape"),
+        (with_(warmup_shape="adaptive", adaptive_safety=0), "adaptive_safety"),
+        (with_(warmup_shape="adaptive", adaptive_safety=1.5), "adaptive_safety"),
+        (with_(warmup_shape="adaptive", adaptive_growth=0), "adaptive_growth"),
+        (with_(warmup_shape="adaptive", adaptive_every=0), "adaptive_every"),
+        (with_(adaptive_safety=0.5), "adaptive_safety"),  # linear warmup has no controller
+        (with_(warmup_shape="catapult", adaptive_every=2), "adaptive_every"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -144,6 +152,21 @@ def test_flat_has_one_column_per_field() -> None:
     assert not any(isinstance(v, dict) for v in flat.values())
     # Learning rates are resolved (absolute) by the trial, not copied from the config.
     assert "eta_trgt" not in flat and "eta_init" not in flat
+
+
+def test_adaptive_fields_resolve_to_defaults_for_adaptive_warmup_only() -> None:
+    adaptive = TrialConfig.model_validate(with_(warmup_shape="adaptive", adaptive_every=2))
+    assert (adaptive.adaptive_safety, adaptive.adaptive_growth, adaptive.adaptive_every) == (
+        0.5,
+        0.1,
+        2,
+    )
+    linear = TrialConfig.model_validate(TINY)
+    assert linear.adaptive_safety is linear.adaptive_growth is linear.adaptive_every is None
+    flat = adaptive.flat()
+    assert flat["warmup_shape"] == "adaptive" and flat["adaptive_every"] == 2
+    changed = TrialConfig.model_validate(with_(warmup_shape="adaptive", adaptive_every=3))
+    assert changed.trial_id() != adaptive.trial_id()
 
 
 def test_apply_overrides_sets_dotted_keys_without_touching_the_base() -> None:
@@ -223,6 +246,9 @@ def test_trial_id_is_a_fixed_hash_of_the_fully_resolved_config():
         "warmup_steps": 1,
         "warmup_shape": None,
         "warmup_power": 1.0,
+        "adaptive_safety": None,
+        "adaptive_growth": None,
+        "adaptive_every": None,
         "decay": "constant",
         "eta_min": 0.0,
         "num_steps": 20,
@@ -246,8 +272,20 @@ def test_trial_id_is_a_fixed_hash_of_the_fully_resolved_config():
         "dtype": "float32",
     }
     by_hand = hashlib.sha256(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:16]
-    assert by_hand == "7373ab093afda198"
-    assert TrialConfig(**ID_CONFIG).trial_id() == "7373ab093afda198"
+    assert by_hand == "a8cb3663b206457d"
+    assert TrialConfig(**ID_CONFIG).trial_id() == "a8cb3663b206457d"
+
+    # Adaptive warmup: its three fields resolved to their documented defaults.
+    adaptive = {
+        **resolved,
+        "warmup_shape": "adaptive",
+        "adaptive_safety": 0.5,
+        "adaptive_growth": 0.1,
+        "adaptive_every": 5,
+    }
+    by_hand = hashlib.sha256(json.dumps(adaptive, sort_keys=True).encode()).hexdigest()[:16]
+    assert by_hand == "a621c61afbe4f514"
+    assert TrialConfig(**ID_CONFIG, warmup_shape="adaptive").trial_id() == "a621c61afbe4f514"
 
 
 def test_trial_id_changes_when_a_registry_default_changes(monkeypatch):

@@ -47,6 +47,17 @@ GRID = [
     _config(eta_trgt=0.01, optimizer={"name": "adam", "weight_decay": 0.1}, **ABSOLUTE),
     _config(eta_trgt=0.01, optimizer={"name": "adamw", "weight_decay": 0.1}, **ABSOLUTE),
     _config(eta_trgt=0.5, optimizer={"name": "gi-adam", "beta2": 0.99}, init_seed=5, **ABSOLUTE),
+    # Adaptive warmup: each member's rate follows its own measurements, taken off the
+    # shared schedule (every 2 and every 3 updates), so rows measure at different updates.
+    _config(eta_trgt=4, warmup_shape="adaptive", warmup_steps=16, adaptive_every=2, init_seed=7),
+    _config(
+        eta_trgt=0.05,
+        optimizer={"name": "adam"},
+        warmup_shape="adaptive",
+        warmup_steps=16,
+        adaptive_every=3,
+        **ABSOLUTE,
+    ),
 ]
 RTOL = 1e-9  # float64 round-off, amplified over 16 steps
 
@@ -71,7 +82,15 @@ def test_packed_grid_writes_the_same_parquet_values_as_unpacked(tmp_path):
     assert list(trials_p.trial_id) == sorted(c.trial_id() for c in GRID)
     assert set(trials_p.status) >= {"completed", "diverged"}  # the grid exercises both
     assert (trials_p["eta_init_mode"] == "catapult").any()
-    for column in ("status", "diverged_step", "optimizer", "init_seed", "eta_init_mode"):
+    assert trials_p.loc[trials_p.warmup_shape == "adaptive", "warmup_end_step"].notna().all()
+    for column in (
+        "status",
+        "diverged_step",
+        "optimizer",
+        "init_seed",
+        "eta_init_mode",
+        "warmup_end_step",
+    ):
         pd.testing.assert_series_equal(trials_u[column], trials_p[column])
     for column in (
         "lambda0",
