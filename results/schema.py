@@ -101,6 +101,9 @@ TRIAL_SCHEMA = pa.schema(
         ("optimizer_eps", pa.float64()),
         ("optimizer_weight_decay", pa.float64()),
         ("warmup_power", pa.float64()),
+        ("adaptive_safety", pa.float64()),  # null unless warmup_shape == "adaptive"
+        ("adaptive_growth", pa.float64()),
+        ("adaptive_every", pa.int64()),
         ("eta_min", pa.float64()),
         ("sharpness_every", pa.int64()),
         ("sharpness_batch", pa.string()),
