@@ -49,10 +49,8 @@ def probe(config: TrialConfig, problem: Problem | None = None) -> dict[str, Any]
             with_l2(loss_fn, optimizer.coupled_l2), params, precond, **opts
         )
         out["preconditioned_sharpness"] = pre
-        out["adam_max_stable_lr"] = float(optimizer.stability_threshold(1.0)) / pre
+        out["adam_max_stable_lr"] = optimizer.largest_stable_rate(pre)
     else:
-        # The largest eta whose threshold still exceeds lambda0, from the threshold rule.
-        wd = optimizer.weight_decay  # threshold(eta) = C / eta - wd
-        out["sgd_max_stable_lr"] = (float(optimizer.stability_threshold(1.0)) + wd) / (lambda0 + wd)
+        out["sgd_max_stable_lr"] = optimizer.largest_stable_rate(lambda0)
     out["seconds"] = time.perf_counter() - start
     return out
