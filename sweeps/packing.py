@@ -2,14 +2,15 @@
 
 Trials pack together when they share model, data, batches, measurement
 schedule, device and dtype (`trials.packed.pack_key`); they may differ in
-schedule, learning rates, optimizer, init scale and init seed. A group larger
-than `pack_size` is split into packs of near-equal size, so no pack is left
-with a handful of stragglers, and into a multiple of the concurrent workers,
-so no worker idles while another runs a pack (`pack_size` is an upper bound).
-`pack_size: auto` picks a size by device and
-model: by free memory on a GPU; on a CPU by a short calibration of packed
-against one-at-a-time training steps, falling back to 1 (no packing) when
-packing does not pay, as for compute-bound models.
+schedule, learning rates, optimizer, init scale and init seed. `pack_size` is
+how many trials of a pack train at once (its slots); a pack holds up to
+`QUEUE` times that, and a waiting trial takes the slot of one that ended
+(continuous batching), so a pack's cost follows its trials' actual steps. Each
+group is dealt round-robin (fast and slow trials mix) into a multiple of the
+concurrent workers, so no worker idles while another runs a pack. `pack_size:
+auto` picks the slots by device and model: by free memory on a GPU; on a CPU
+by a short calibration of packed against one-at-a-time training steps, falling
+back to 1 (no packing) when packing does not pay, as for compute-bound models.
 """
 
 from __future__ import annotations
@@ -31,24 +32,30 @@ CANDIDATES = (4, 16, 64)
 # nothing (measured: MLP 3072-256-256-10 at batch 256, ~0.9 GFLOP, ran 0.6x packed).
 CPU_COMPUTE_BOUND_FLOPS = 3e8
 MIN_GAIN = 1.2  # calibrated speed-up a pack must show to be worth it
+QUEUE = 4  # a pack holds up to QUEUE x its slots in trials
 
 
-def group_into_packs(planned: Sequence[PlannedTrial], pack_size: int) -> list[list[PlannedTrial]]:
-    """Packable trials grouped (first-seen order) and split into packs of at most `pack_size`."""
-    if pack_size < 1:
-        raise ValueError(f"pack_size: must be a positive integer, got {pack_size!r}")
+def _groups(planned: Sequence[PlannedTrial]) -> list[list[PlannedTrial]]:
+    """Packable trials grouped by `pack_key`, in first-seen order."""
     groups: dict[str, list[PlannedTrial]] = {}
     for p in planned:
         groups.setdefault(pack_key(p.config), []).append(p)
+    return list(groups.values())
+
+
+def group_into_packs(
+    planned: Sequence[PlannedTrial], slots: int, workers: int = 1
+) -> list[list[PlannedTrial]]:
+    """Packable trials grouped and dealt round-robin into packs that train `slots` at a
+    time: at most `QUEUE x slots` trials per pack, and a multiple of `workers` packs per
+    group (while the group has that many trials)."""
+    if slots < 1:
+        raise ValueError(f"pack_size: must be a positive integer, got {slots!r}")
     packs = []
-    for group in groups.values():
-        n = math.ceil(len(group) / pack_size)
-        size, extra = divmod(len(group), n)
-        start = 0
-        for i in range(n):
-            stop = start + size + (i < extra)
-            packs.append(group[start:stop])
-            start = stop
+    for group in _groups(planned):
+        n = math.ceil(len(group) / (QUEUE * slots))
+        n = min(len(group), workers * math.ceil(n / workers))
+        packs += [group[j::n] for j in range(n)]
     return packs
 
 
@@ -129,32 +136,23 @@ def concurrent_workers(cpus: float) -> int:
     return max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus, 1e-9)))
 
 
-def spread_over_workers(pack_size: int, group: int, workers: int) -> int:
-    """The largest pack size at most `pack_size` that splits `group` trials into a multiple
-    of `workers` packs (or into single trials when there are fewer trials than that)."""
-    packs = math.ceil(group / pack_size)
-    packs = min(group, workers * math.ceil(packs / workers))
-    return max(1, math.ceil(group / packs))
-
-
 def resolve_pack_size(
     pack_size: int | str,
     planned: Sequence[PlannedTrial],
     cpus: float,
     workers: int | None = None,
 ) -> int:
-    """`pack_size` as a number: `auto` is calibrated on the first trial of the largest group;
-    either is lowered until the largest group splits over the `workers` (default: from Ray).
+    """The slots of each pack: `pack_size`, or for `auto` the size calibrated on the first
+    trial of the largest group; either at most the share of that group each of the
+    `workers` (default: from Ray) trains.
 
     When a model of the sweep cannot run packed (a plugin whose forward vmap refuses),
     says so once on stderr and returns 1: the sweep runs unpacked.
     """
     if pack_size == 1 or not planned:
         return 1
-    groups: dict[str, list[PlannedTrial]] = {}
-    for p in planned:
-        groups.setdefault(pack_key(p.config), []).append(p)
-    unpackable = unpackable_models(list(groups.values()))
+    groups = _groups(planned)
+    unpackable = unpackable_models(groups)
     for name, reason in unpackable.items():
         print(
             f"pack_size: model {name!r} cannot run packed ({reason}); running the sweep unpacked",
@@ -162,13 +160,9 @@ def resolve_pack_size(
         )
     if unpackable:
         return 1
-    largest = max(groups.values(), key=len)
+    largest = max(groups, key=len)
     workers = concurrent_workers(cpus) if workers is None else workers
-    most = spread_over_workers(
-        len(largest) if pack_size == "auto" else int(pack_size), len(largest), workers
-    )
-    if pack_size != "auto" or most == 1:
-        return most
-    return spread_over_workers(
-        auto_pack_size(largest[0].config, cpus=cpus, most=most), len(largest), workers
-    )
+    share = math.ceil(len(largest) / workers)
+    if pack_size != "auto":
+        return min(int(pack_size), share)
+    return 1 if share == 1 else auto_pack_size(largest[0].config, cpus=cpus, most=share)

@@ -35,7 +35,7 @@ from ray import tune
 
 from results.schema import ENDED, STATUSES
 from results.store import child, read_statuses, read_summaries, resolve, write_spec
-from sweeps.packing import group_into_packs, resolve_pack_size
+from sweeps.packing import concurrent_workers, group_into_packs, resolve_pack_size
 from sweeps.spec import PlannedTrial, SweepSpec, expand, make_trial, resolved_yaml
 from trials.tune import ID_KEY, overrides_of, pack_trainable, trainable
 
@@ -192,9 +192,9 @@ def _captured_stderr() -> Iterator[list[str]]:
 class Progress(tune.Callback):
     """One progress line per change: ended trials by status, running, and an ETA.
 
-    Trials report how they ended in their final result (a pack: under `members`);
-    each ending is recorded in the sweep's `Ledger` once, however often Tune
-    repeats the last result.
+    Trials report how they ended in their final result (a pack: under `members`, and
+    under `ended_members` in progress reports as its members end); each ending is
+    recorded in the sweep's `Ledger` once, however often Tune repeats the last result.
     """
 
     def __init__(self, total: int, ledger: Ledger | None = None, stream: TextIO = sys.stderr):
@@ -217,7 +217,7 @@ class Progress(tune.Callback):
         self._print()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        members = result.get("members")
+        members = result.get("members", result.get("ended_members"))
         if isinstance(members, dict):
             endings = {tid: m.get("status") for tid, m in members.items()}
         else:
@@ -228,7 +228,8 @@ class Progress(tune.Callback):
                 self.ended[trial_id] = status
                 if self.ledger is not None:
                     self.ledger.record(trial_id, status)
-            self.running.discard(trial.trial_id)
+            if "ended_members" not in result:  # the final report: the Tune trial is done
+                self.running.discard(trial.trial_id)
             self._print()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
@@ -288,15 +289,14 @@ def _tuner(
     progress: Progress,
     tune_config: tune.TuneConfig | None = None,
     run_name: str | None = None,
-    packed: bool = False,
+    slots: int | None = None,
 ) -> tune.Tuner:
-    fn = tune.with_parameters(
-        pack_trainable if packed else trainable,
-        base=spec.base,
-        results=results,
-        sweep=spec.name,
-        cpus=spec.resources.cpu,
-    )
+    """A Tuner of `trainable`, or of `pack_trainable` with `slots` trials at once per pack."""
+    common = dict(base=spec.base, results=results, sweep=spec.name, cpus=spec.resources.cpu)
+    if slots is None:
+        fn = tune.with_parameters(trainable, **common)
+    else:
+        fn = tune.with_parameters(pack_trainable, slots=slots, **common)
     fn = tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
     # Tune keeps its experiment state next to the results, through the same filesystem.
     storage_fs, storage_path = resolve(child(results, spec.name))
@@ -366,13 +366,16 @@ def run_sweep(
     if pending:
         init_ray(address, num_cpus)
         progress = Progress(len(pending), ledger, stream)
-        pack_size = resolve_pack_size(spec.pack_size, pending, spec.resources.cpu)
-        if pack_size > 1:
+        slots = resolve_pack_size(spec.pack_size, pending, spec.resources.cpu)
+        if slots > 1:
             # Resume is per member: only pending trials are packed.
-            packs = group_into_packs(pending, pack_size)
-            stream.write(f"sweep {spec.name}: {len(packs)} packs of up to {pack_size} trials\n")
+            packs = group_into_packs(pending, slots, concurrent_workers(spec.resources.cpu))
+            stream.write(
+                f"sweep {spec.name}: {len(packs)} packs, each training up to {slots} trials "
+                "at once\n"
+            )
             space = {"pack": tune.grid_search([[p.overrides for p in pack] for pack in packs])}
-            _tuner(spec, results, space, progress, packed=True).fit()
+            _tuner(spec, results, space, progress, slots=slots).fit()
         else:
             space = {"overrides": tune.grid_search([p.overrides for p in pending])}
             _tuner(spec, results, space, progress).fit()

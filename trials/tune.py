@@ -188,11 +188,14 @@ def pack_trainable(
     sweep: str,
     report_every: int = 25,
     cpus: float = 1.0,
+    slots: int | None = None,
 ) -> None:
-    """Run a pack of trials (`config["pack"]`, a list of overrides) inside one Tune worker.
+    """Run a pack of trials (`config["pack"]`, a list of overrides) inside one Tune worker,
+    `slots` at a time (waiting trials take the slots of ended ones).
 
-    The final report carries `members`: each member's final metrics (status
-    included) by trial_id, so progress counts every trial of the pack.
+    Progress reports carry `ended_members` and the final report `members`: the final
+    metrics (status included) by trial_id of the members that ended since the last
+    report, and of every member, so progress counts each trial as it ends.
     """
     import ray
 
@@ -201,15 +204,23 @@ def pack_trainable(
     torch.set_num_threads(max(1, int(cpus)))
     configs = [TrialConfig.model_validate(apply_overrides(base, o)) for o in config["pack"]]
     node = ray.get_runtime_context().get_node_id()
+    ended: dict[str, dict[str, Any]] = {}
+
+    def progress(metrics: dict[str, Any]) -> None:
+        tune.report({**metrics, "ended_members": dict(ended)})
+        ended.clear()
+
     outcomes = run_pack(
         configs,
         results=results,
         sweep=sweep,
-        report=tune.report,
+        report=progress,
         report_every=report_every,
         node=node,
+        slots=slots,
         checkpoint=_save_checkpoint,
         resume=_restored_state(),
+        on_end=lambda r: ended.__setitem__(r.trial_id, _final_metrics(r.summary)),
     )
     members = {r.trial_id: _final_metrics(r.summary) for r in outcomes}
     tune.report({"step": configs[0].num_steps, "members": members})

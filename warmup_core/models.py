@@ -114,20 +114,26 @@ class WarmupModel(nn.Module):
                 mults[full] = module.rule.lr_mult(optimizer_family) if is_weight else 1.0
         return mults
 
-    def stacked_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def stacked_forward(
+        self, params: dict[str, torch.Tensor], x: torch.Tensor, per_member: bool = False
+    ) -> torch.Tensor:
         """Logits (K, B, ...) of K copies of this model whose parameters are stacked on a
-        leading member axis (K, ...), on a shared batch `x`."""
-        return vmap_forward(self, params, x)
+        leading member axis (K, ...), on a shared batch `x` (B, ...), or with
+        `per_member` on each member's own batch `x` (K, B, ...)."""
+        return vmap_forward(self, params, x, per_member)
 
 
 def vmap_forward(
-    model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor
+    model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, per_member: bool = False
 ) -> torch.Tensor:
     """`model`'s forward for parameters stacked on a leading member axis, by `vmap` over
-    `functional_call` (any model); a single member is a plain call."""
+    `functional_call` (any model), on a shared batch or (`per_member`) one batch per
+    member; a single member is a plain call."""
     if next(iter(params.values())).shape[0] == 1:
+        x = x[0] if per_member else x
         return functional_call(model, {k: v[0] for k, v in params.items()}, (x,))[None]
-    return vmap(lambda p, xb: functional_call(model, p, (xb,)), in_dims=(0, None))(params, x)
+    in_dims = (0, 0 if per_member else None)
+    return vmap(lambda p, xb: functional_call(model, p, (xb,)), in_dims=in_dims)(params, x)
 
 
 # Constructors take every option explicitly and trust them: defaults and checks live in
@@ -163,10 +169,13 @@ class FCN(WarmupModel):
             x = self.act(layer(x))
         return self.layers[-1](x)
 
-    def stacked_forward(self, params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Logits (K, B, out) of K FCNs stacked on a leading member axis, by batched
-        matrix products (measured faster than `vmap` on CPU)."""
-        h, k = x.flatten(1), next(iter(params.values())).shape[0]
+    def stacked_forward(
+        self, params: dict[str, torch.Tensor], x: torch.Tensor, per_member: bool = False
+    ) -> torch.Tensor:
+        """Logits (K, B, out) of K FCNs stacked on a leading member axis, on a shared batch
+        or (`per_member`) one batch per member, by batched matrix products (measured
+        faster than `vmap` on CPU)."""
+        h, k = x.flatten(2 if per_member else 1), next(iter(params.values())).shape[0]
         for i, layer in enumerate(self.layers):
             w = params[f"layers.{i}.weight"] * layer.rule.multiplier
             b = params.get(f"layers.{i}.bias")

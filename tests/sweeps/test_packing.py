@@ -35,14 +35,20 @@ def _spec(**changes) -> SweepSpec:
     return SweepSpec.model_validate(data)
 
 
-def test_packs_group_by_shared_fields_and_balance_sizes():
-    planned = expand(_spec(grid={"eta_trgt": [0.1, 0.2, 0.3, 0.4, 0.5], "batch_size": [16, 32]}))
-    packs = group_into_packs(planned, 4)
-    assert sorted(len(p) for p in packs) == [2, 2, 3, 3]  # 5 -> 3 + 2, never 4 + 1
+def test_packs_group_by_shared_fields_and_deal_trials_round_robin():
+    etas = [0.1 * i for i in range(1, 10)]
+    planned = expand(_spec(grid={"eta_trgt": etas, "batch_size": [16, 32]}))
+    # Two slots hold up to QUEUE x 2 = 8 trials: each group of 9 goes into 2 packs.
+    packs = group_into_packs(planned, 2)
+    assert [len(p) for p in packs] == [5, 4, 5, 4]  # 9 -> 5 + 4, never 8 + 1
     for pack in packs:
         assert len({p.config.batch_size for p in pack}) == 1
+    first = [p.config.eta_trgt for p in packs[0]]
+    assert first == pytest.approx(etas[0::2])  # dealt in turn: fast and slow trials mix
     assert sorted(p.trial_id for pack in packs for p in pack) == sorted(p.trial_id for p in planned)
-    assert [len(p) for p in group_into_packs(planned, 1)] == [1] * 10
+    # A pack per worker at least, and a multiple of the workers.
+    assert [len(p) for p in group_into_packs(planned, 16, workers=2)] == [5, 4, 5, 4]
+    assert [len(p) for p in group_into_packs(planned, 2, workers=3)] == [3] * 6
     with pytest.raises(ValueError, match="pack_size"):
         group_into_packs(planned, 0)
 
@@ -73,7 +79,8 @@ def test_packed_sweep_matches_unpacked_and_resumes_per_member(ray_local, tmp_pat
     stream = io.StringIO()
     outcome = run_sweep(_spec(), packed, stream=stream)
     assert outcome.exit_code == 0 and sum(outcome.counts.values()) == 6
-    assert "4 packs of up to 2 trials" in stream.getvalue()  # 2 groups of 3 -> 2 + 1 each
+    # 2 groups of 3 over 2 workers -> 2 + 1 each, two slots per pack.
+    assert "4 packs, each training up to 2 trials at once" in stream.getvalue()
     assert "6/6 ended" in stream.getvalue()  # progress counts every member of a pack
     run_sweep(_spec(pack_size=1), unpacked, stream=io.StringIO())
 
@@ -96,11 +103,12 @@ def test_packed_sweep_matches_unpacked_and_resumes_per_member(ray_local, tmp_pat
 def test_pack_size_spreads_the_largest_group_over_every_worker():
     planned = expand(_spec(grid={"eta_trgt": [0.1 * i for i in range(1, 17)]}))
     assert len(planned) == 16
-    # 16 trials, pack_size 16, two workers: two packs of 8, not one pack and an idle worker.
+    # 16 trials, pack_size 16, two workers: two packs of 8 slots, not one and an idle worker.
     assert resolve_pack_size(16, planned, 1.0, workers=2) == 8
-    assert [len(p) for p in group_into_packs(planned, 8)] == [8, 8]
-    # 16 trials in packs of at most 6 over two workers: 4 packs of 4, never 6 + 6 + 4.
-    assert resolve_pack_size(6, planned, 1.0, workers=2) == 4
+    assert [len(p) for p in group_into_packs(planned, 8, workers=2)] == [8, 8]
+    # 6 slots over two workers: two packs of 8, each training 6 at once while 2 wait.
+    assert resolve_pack_size(6, planned, 1.0, workers=2) == 6
+    assert [len(p) for p in group_into_packs(planned, 6, workers=2)] == [8, 8]
     # More workers than trials: one trial each.
     assert resolve_pack_size(16, planned, 1.0, workers=32) == 1
     assert resolve_pack_size(16, planned, 1.0, workers=1) == 16

@@ -40,7 +40,7 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(optimizer):
     config = _config(optimizer)
     states: list[dict] = []
     full = run_trial(config, checkpoint=states.append)
-    assert [s["step"] for s in states] == [10, 20, 30]
+    assert [s["step"] for s in states] == [10, 20]  # none once the trial has ended
 
     resumed = run_trial(config, resume=_through_disk(states[0]))
     assert resumed.status == full.status == "completed"
@@ -52,6 +52,6 @@ def test_resume_from_checkpoint_matches_an_uninterrupted_run(optimizer):
 def test_checkpoint_state_is_a_snapshot_not_a_live_view():
     states: list[dict] = []
     run_trial(_config({"name": "adam"}), checkpoint=states.append)
-    first, last = states[0]["optimizers"][0]["state"], states[-1]["optimizers"][0]["state"]
+    first, last = (s["groups"][0]["optimizer"]["state"] for s in (states[0], states[-1]))
     name = next(iter(first))
     assert not torch.equal(first[name]["m"], last[name]["m"])

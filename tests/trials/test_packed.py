@@ -69,15 +69,21 @@ def _read(results, table: str) -> pd.DataFrame:
     )
 
 
-def test_packed_grid_writes_the_same_parquet_values_as_unpacked(tmp_path):
+@pytest.fixture(scope="module")
+def unpacked(tmp_path_factory):
+    results = tmp_path_factory.mktemp("unpacked")
     for config in GRID:
-        run_trial(config, results=str(tmp_path / "unpacked"), sweep="grid")
-    run_pack(GRID, results=str(tmp_path / "packed"), sweep="grid")
+        run_trial(config, results=str(results), sweep="grid")
+    return results
 
-    trials_u, trials_p = (
-        _read(tmp_path / "unpacked", "trials"),
-        _read(tmp_path / "packed", "trials"),
-    )
+
+# All at once; and 4 slots, so waiting trials take the slots of ended ones and rows train
+# at different updates, on different minibatches and measurement times.
+@pytest.mark.parametrize("slots", [None, 4])
+def test_packed_grid_writes_the_same_parquet_values_as_unpacked(unpacked, tmp_path, slots):
+    run_pack(GRID, results=str(tmp_path / "packed"), sweep="grid", slots=slots)
+
+    trials_u, trials_p = _read(unpacked, "trials"), _read(tmp_path / "packed", "trials")
     assert list(trials_u.columns) == list(trials_p.columns)
     assert list(trials_p.trial_id) == sorted(c.trial_id() for c in GRID)
     assert set(trials_p.status) >= {"completed", "diverged"}  # the grid exercises both
@@ -103,7 +109,7 @@ def test_packed_grid_writes_the_same_parquet_values_as_unpacked(tmp_path):
     ):
         pd.testing.assert_series_equal(trials_u[column], trials_p[column], rtol=RTOL)
 
-    steps_u, steps_p = _read(tmp_path / "unpacked", "steps"), _read(tmp_path / "packed", "steps")
+    steps_u, steps_p = _read(unpacked, "steps"), _read(tmp_path / "packed", "steps")
     assert len(steps_u) == len(steps_p)
     pd.testing.assert_series_equal(steps_u["step"], steps_p["step"])
     for column in ("lr", "threshold", "train_loss", "train_accuracy", "test_loss"):
@@ -129,6 +135,50 @@ def test_a_diverged_member_is_frozen_and_never_touches_the_others():
             [w for w in want if w is not None], rel=1e-9
         )
     assert all(math.isfinite(v) for v in together[1].steps["train_loss"])
+
+
+def test_a_waiting_trial_takes_the_slot_of_one_that_ended():
+    wild = [_config(eta_trgt=1e4, num_steps=12, init_seed=s) for s in (1, 2)]  # diverge at once
+    calm = [_config(eta_trgt=1, num_steps=12, init_seed=s) for s in (3, 4, 5)]
+    reports: list[dict] = []
+    results = run_pack(wild + calm, slots=3, report=reports.append, report_every=1)
+    assert [r.status for r in results] == ["diverged"] * 2 + ["completed"] * 3
+    # Each diverger leaves at the update it diverged at, and a waiting trial starts at the
+    # next one: three rows train until the first trial ends at 12, and the pack ends 12
+    # updates after the last start (reports stop before a trial's last update).
+    last = max(r.summary["diverged_step"] for r in results[:2])
+    assert last <= 3
+    assert reports[-1]["step"] == last + 11
+    assert all(r["live_members"] == 3 for r in reports if last < r["step"] <= 12)
+    assert all(r["live_members"] in (1, 2) for r in reports if r["step"] > 12)
+    for r in results[2:]:
+        assert r.steps["step"] == list(range(1, 13))
+
+
+def test_a_continuous_pack_resumes_from_a_checkpoint_with_every_members_values():
+    configs = [
+        _config(eta_trgt=e, num_steps=10, checkpoint_every=3, init_seed=s, **opt)
+        for e, s, opt in [
+            (1e4, 1, {}),  # diverges at once: its slot goes to a waiting trial
+            (1, 2, {"optimizer": {"name": "sgd", "momentum": 0.9}}),
+            (0.05, 3, {"optimizer": {"name": "adam"}, **ABSOLUTE}),
+            (2, 4, {}),
+        ]
+    ]
+    states: list[dict] = []
+    full = run_pack(configs, slots=2, checkpoint=states.append)
+    # A state with a trial still waiting and two running at different updates.
+    state = next(
+        s
+        for s in states
+        if None in s["members"] and len({r["start"] for r in s["members"] if r}) > 1
+    )
+    resumed = run_pack(configs, slots=2, resume=state)
+    for got, want in zip(resumed, full, strict=True):
+        assert got.status == want.status
+        assert got.steps == want.steps
+        for key in ("lambda0", "final_train_loss", "final_sharpness"):
+            assert got.summary.get(key) == want.summary.get(key)
 
 
 def test_results_come_back_in_the_order_given():
@@ -179,6 +229,12 @@ def test_batched_and_vmap_forwards_agree():
     assert batched.shape == (3, 10, problem.num_classes)
     torch.testing.assert_close(batched, mapped)
     torch.testing.assert_close(batched[2], models[2](x))
+    # One batch per member: member i sees its own examples.
+    xs = torch.stack([problem.x_train[5 * i : 5 * i + 10] for i in range(3)])
+    for mode in ("batched", "vmap"):
+        logits = packed_forward(models[0], mode)(stacked, xs, per_member=True)
+        for i in range(3):
+            torch.testing.assert_close(logits[i], models[i](xs[i]))
 
 
 @pytest.mark.slow
