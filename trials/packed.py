@@ -321,6 +321,19 @@ class _Pack:
         r = self.rows.index(i)
         return {k: v[r].detach().clone().requires_grad_(True) for k, v in self.params.items()}
 
+    def _losses_for(self, x: torch.Tensor, y: torch.Tensor, per_member: bool) -> Callable:
+        """`rows -> (params of those rows -> their losses)` on the batch `x, y`."""
+
+        def restrict(rows: list[int]) -> Callable[[Params], torch.Tensor]:
+            if per_member:
+                index = self._index(rows)
+                xs, ys = x[index], y[index]
+            else:
+                xs, ys = x, y
+            return lambda p: self.losses(p, xs, ys, per_member)[0]
+
+        return restrict
+
     def _measurement_inputs(self, ts: list[int] | None) -> list[tuple[torch.Tensor, ...]]:
         """The batches whose mean loss defines each row's sharpness at update `ts[r]`
         (None: at init), as `inputs` gives them."""
@@ -350,7 +363,9 @@ class _Pack:
             )
         gens = [self.members[i].generator for i in self.rows]
         if graph is not None:
-            op = curvature.BlockHVPOperator.from_gradients(self.params, graph, l2)
+            op = curvature.BlockHVPOperator.from_gradients(
+                self.params, graph, l2, self._losses_for(*self.inputs(ts))
+            )
             return curvature.block_sharpness(
                 op, precond=precond, active=active, v0=v0, generators=gens, **self.sharp_opts
             )
@@ -362,10 +377,12 @@ class _Pack:
         tops = []
         for x, y, per_member in self._measurement_inputs(ts):
             xs, ys = (pick(x), pick(y)) if per_member else (x, y)
+            losses_for = self._losses_for(xs, ys, per_member)
             op = curvature.BlockHVPOperator(
-                lambda p, x=xs, y=ys, pm=per_member: self.losses(p, x, y, pm)[0],
+                losses_for(list(range(len(sub)))),
                 params,
                 None if l2 is None else l2[index],
+                losses_for,
             )
             tops.append(
                 curvature.block_sharpness(

@@ -350,6 +350,7 @@ def batched_lanczos(
     dtype: torch.dtype = torch.float32,
     device: torch.device | str | None = None,
     generators: Sequence[torch.Generator | None] | None = None,
+    by_rows: bool = False,
 ) -> tuple[Tensor, Tensor, list[LanczosInfo | None]]:
     """Top-k eigenpairs of `batch` independent symmetric operators, one shared matvec per step.
 
@@ -357,9 +358,11 @@ def batched_lanczos(
     ``i`` (e.g. one HVP of a sum of independent losses, whose Hessian is block
     diagonal). Each row runs :func:`lanczos` with its own start vector ``v0[i]`` and
     ``generators[i]`` and the same stopping rule; a row that has converged (or is not
-    ``active``) is fed zeros from then on. Returns eigenvalues (batch, k) float64,
-    descending, eigenvectors (batch, dim, k) and one :class:`LanczosInfo` per row
-    (None and NaN eigenvalues for inactive rows).
+    ``active``) is fed zeros from then on, or with ``by_rows`` left out:
+    ``matvec(v, rows)`` then receives only the rows still running (their indices in
+    ``rows``), so an operator can skip the others' work. Returns eigenvalues (batch, k)
+    float64, descending, eigenvectors (batch, dim, k) and one :class:`LanczosInfo` per
+    row (None and NaN eigenvalues for inactive rows).
     """
     _check_positive("k", k, integer=True)
     _check_positive("max_iter", max_iter, integer=True)
@@ -399,7 +402,12 @@ def batched_lanczos(
             grown[:, :m] = basis
             basis = grown
         basis[:, m] = q
-        w = matvec(q)
+        if by_rows:
+            rows = [i for i in range(batch) if running[i]]
+            w = torch.zeros_like(q)
+            w[rows] = matvec(q[rows], rows)
+        else:
+            w = matvec(q)
         m += 1
         alpha = (q * w).sum(dim=1)
         w = w - alpha[:, None] * q
@@ -625,6 +633,10 @@ class BlockHVPOperator:
     sum applies every member's Hessian to its own row. ``l2`` (K,) adds ``l2_i I`` to
     block i (coupled weight decay). Products build on the gradient graph built once,
     as :class:`HVPOperator`'s default method.
+
+    ``losses_for(rows)``, when given, returns the losses function of rows ``rows``
+    alone; once at most half the blocks are still wanted (:meth:`apply_rows`), the
+    operator builds the graph of those rows only and stops paying for the others.
     """
 
     def __init__(
@@ -632,31 +644,59 @@ class BlockHVPOperator:
         losses_fn: Callable[[dict[str, Tensor]], Tensor],
         params: Params,
         l2: Tensor | None = None,
+        losses_for: Callable[[list[int]], Callable] | None = None,
     ) -> None:
         _check_params(params)
         leaves = {k: v.detach().clone().requires_grad_(True) for k, v in params.items()}
         grads = torch.autograd.grad(
             losses_fn(leaves).sum(), list(leaves.values()), create_graph=True
         )
-        self._init(leaves, grads, l2)
+        self._init(leaves, grads, l2, losses_for)
 
     @classmethod
     def from_gradients(
-        cls, params: Params, grads: Sequence[Tensor], l2: Tensor | None = None
+        cls,
+        params: Params,
+        grads: Sequence[Tensor],
+        l2: Tensor | None = None,
+        losses_for: Callable[[list[int]], Callable] | None = None,
     ) -> BlockHVPOperator:
         """The operator of a gradient already taken with ``create_graph=True`` (e.g. the
         training step's, when it is on the measurement batch): no second backward."""
         op = cls.__new__(cls)
-        op._init(dict(params), tuple(grads), l2)
+        op._init(dict(params), tuple(grads), l2, losses_for)
         return op
 
-    def _init(self, leaves: dict[str, Tensor], grads, l2: Tensor | None) -> None:
-        self.leaves, self.grads = leaves, grads
+    def _init(self, leaves: dict[str, Tensor], grads, l2: Tensor | None, losses_for) -> None:
+        self.leaves, self.grads, self.losses_for = leaves, grads, losses_for
         first = next(iter(self.leaves.values()))
         self.k, self.dtype, self.device = first.shape[0], first.dtype, first.device
         self.sizes = [p[0].numel() for p in self.leaves.values()]
         self.dim = sum(self.sizes)
         self.l2 = None if l2 is None or not bool(l2.any()) else l2.to(self.device, self.dtype)
+        self._sub: tuple[list[int], BlockHVPOperator] | None = None  # graph of fewer rows
+
+    def apply_rows(self, v: Tensor, rows: list[int]) -> Tensor:
+        """Row j of ``v`` (len(rows), dim) times block ``rows[j]``."""
+        if len(rows) == self.k:
+            return self(v)
+        if self._sub is not None and set(rows) <= set(self._sub[0]):
+            kept, sub = self._sub
+            if 2 * len(rows) > len(kept):
+                position = {i: j for j, i in enumerate(kept)}
+                return sub.apply_rows(v, [position[i] for i in rows])
+        if self.losses_for is not None and 2 * len(rows) <= self.k:
+            index = torch.tensor(rows, dtype=torch.long, device=self.device)
+            sub = BlockHVPOperator(
+                self.losses_for(rows),
+                {k: p.detach()[index] for k, p in self.leaves.items()},
+                None if self.l2 is None else self.l2[index],
+            )
+            self._sub = (list(rows), sub)
+            return sub(v)
+        full = torch.zeros((self.k, self.dim), dtype=v.dtype, device=v.device)
+        full[rows] = v
+        return self(full)[rows]
 
     def flatten(self, tensors: Params) -> Tensor:
         """(K, ...) tensors shaped like the params -> (K, dim), member-wise flat layout."""
@@ -686,12 +726,13 @@ def block_sharpness(
     """Top eigenvalue and unit eigenvector of every active block of ``op``, or of
     ``P_i^-1/2 H_i P_i^-1/2`` (same spectrum as ``P_i^-1 H_i``) with ``precond``, the
     stacked diagonals P. Inactive rows give NaN and a zero vector."""
-    matvec: MatVec = op
-    if precond is not None:
-        d_inv_sqrt = op.flatten(precond).rsqrt()
+    d_inv_sqrt = None if precond is None else op.flatten(precond).rsqrt()
 
-        def matvec(v: Tensor) -> Tensor:
-            return d_inv_sqrt * op(d_inv_sqrt * v)
+    def matvec(v: Tensor, rows: list[int]) -> Tensor:
+        if d_inv_sqrt is None:
+            return op.apply_rows(v, rows)
+        d = d_inv_sqrt[rows]
+        return d * op.apply_rows(d * v, rows)
 
     values, vectors, _ = batched_lanczos(
         matvec,
@@ -704,6 +745,7 @@ def block_sharpness(
         dtype=op.dtype,
         device=op.device,
         generators=generators,
+        by_rows=True,
     )
     return values[:, 0].tolist(), list(vectors[:, :, 0])
 

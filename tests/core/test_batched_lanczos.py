@@ -5,7 +5,13 @@ import math
 import pytest
 import torch
 
-from warmup_core.curvature import batched_lanczos, lanczos, sharpness
+from warmup_core.curvature import (
+    BlockHVPOperator,
+    batched_lanczos,
+    block_sharpness,
+    lanczos,
+    sharpness,
+)
 
 
 def _symmetric(dim: int, seed: int) -> torch.Tensor:
@@ -107,3 +113,41 @@ def test_bad_arguments_are_refused(kwargs, message):
     args = {"dim": 10, "batch": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         batched_lanczos(lambda v: v, **args)
+
+
+def test_block_operator_applies_the_wanted_rows_and_drops_the_rest_once_few_remain():
+    # Quadratics 0.5 (x_i^T A_i x_i + b_i x_i^2 sum): block i of the Hessian is A_i + b_i I.
+    k, dim = 6, 5
+    mats = torch.stack([_symmetric(dim, s) for s in range(k)])
+    l2 = torch.arange(k, dtype=torch.float64) / 10
+    built: list[list[int]] = []
+
+    def losses_for(rows: list[int]):
+        built.append(list(rows))
+        return lambda p: 0.5 * torch.einsum("ki,kij,kj->k", p["x"], mats[rows], p["x"])
+
+    x = {"x": torch.randn(k, dim, dtype=torch.float64)}
+    op = BlockHVPOperator(losses_for(list(range(k))), x, l2, losses_for)
+    v = torch.randn(k, dim, dtype=torch.float64)
+    dense = torch.stack([(mats[i] + l2[i] * torch.eye(dim)) @ v[i] for i in range(k)])
+    for rows in ([0, 1, 2, 3, 4, 5], [0, 2, 3, 5], [1, 3, 5], [3, 5], [5]):
+        torch.testing.assert_close(op.apply_rows(v[rows], rows), dense[rows])
+    # Rebuilt for the rows alone when at most half remain: 3 of 6, then 1 of 3.
+    assert built == [list(range(k)), [1, 3, 5], [5]]
+
+
+def test_block_sharpness_matches_each_members_dense_top_eigenvalue():
+    mats = torch.stack([_symmetric(8, s) for s in range(5)])
+    x = {"x": torch.randn(5, 8, dtype=torch.float64)}
+
+    def losses_for(rows: list[int]):
+        return lambda p: 0.5 * torch.einsum("ki,kij,kj->k", p["x"], mats[rows], p["x"])
+
+    op = BlockHVPOperator(losses_for(list(range(5))), x, None, losses_for)
+    active = [True, False, True, True, True]
+    values, _ = block_sharpness(op, active=active, tol=1e-10, max_iter=50)
+    for i in range(5):
+        if active[i]:
+            assert values[i] == pytest.approx(torch.linalg.eigvalsh(mats[i])[-1].item(), rel=1e-8)
+        else:
+            assert math.isnan(values[i])
