@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -267,7 +268,10 @@ def _scan(
     columns = columns or schema.names
     if not files:
         return schema.empty_table().select(columns)
-    dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=fs)
+    # From the paths as listed: `ds.dataset(files)` would look up every file once more.
+    dataset = ds.FileSystemDataset.from_paths(
+        files, schema=schema, format=ds.ParquetFileFormat(), filesystem=fs
+    )
     try:
         return dataset.to_table(columns=columns)
     except (OSError, pa.ArrowException, ValueError):
@@ -305,21 +309,32 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 
 
 def _to_pandas(table: pa.Table, category_columns: Iterable[str]) -> pd.DataFrame:
-    df = table.to_pandas(ignore_metadata=True)
-    for field in table.schema:
-        name = field.name
-        if pa.types.is_integer(field.type) and name != "step":
-            df[name] = df[name].astype("Int64")
-        elif pa.types.is_null(field.type):
-            df[name] = df[name].astype("float64")
+    # Categories are encoded by Arrow before the conversion and integers converted to
+    # nullable Int64 during it: no pass over pandas objects after. A sweep's tables
+    # hold one chunk per file, so every per-column pass counts.
     for name in category_columns:
-        if name in df.columns:
-            df[name] = df[name].astype("category")
+        if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, pc.dictionary_encode(table.column(i)))
+    df = table.to_pandas(ignore_metadata=True, types_mapper=_nullable_integers)
+    for field in table.schema:
+        if pa.types.is_null(field.type):
+            df[field.name] = df[field.name].astype("float64")
+        elif pa.types.is_dictionary(field.type):
+            # Categories sorted, as pandas makes them (Arrow keeps first appearance).
+            column = df[field.name]
+            df[field.name] = column.cat.reorder_categories(sorted(column.cat.categories))
+        elif field.name in category_columns:
+            df[field.name] = df[field.name].astype("category")  # e.g. an extra column
     if "status" in df.columns:
         df["status"] = df["status"].astype(pd.CategoricalDtype(list(STATUSES)))
     if "step" in df.columns:
         df["step"] = df["step"].astype("int64")
     return df
+
+
+def _nullable_integers(dtype: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
+    return pd.Int64Dtype() if pa.types.is_integer(dtype) else None
 
 
 def load(path: str | os.PathLike) -> Loaded:

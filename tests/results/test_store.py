@@ -237,6 +237,21 @@ def test_load_dtypes(tmp_path):
     assert steps["lr"].dtype == np.float64
 
 
+def test_categories_are_sorted_whatever_order_the_files_hold_them_in(tmp_path):
+    # Files are scanned in name order; categories come out sorted, as pandas makes them.
+    write_trial(tmp_path, "two", summary("a", model="mlp", optimizer="sgd"), steps_of())
+    write_trial(tmp_path, "two", summary("b", model="fcn", optimizer="adam"), steps_of())
+    write_trial(tmp_path, "one", summary("z", model="resmlp", optimizer="sgd"), steps_of())
+    trials, steps = load(tmp_path)
+    assert list(trials["model"].cat.categories) == ["fcn", "mlp", "resmlp"]
+    assert list(trials["optimizer"].cat.categories) == ["adam", "sgd"]
+    assert list(trials["sweep"].cat.categories) == ["one", "two"]
+    assert list(steps["trial_id"].cat.categories) == ["a", "b", "z"]
+    assert steps["trial_id"].tolist() == ["z"] * 3 + ["a"] * 3 + ["b"] * 3  # one, then two
+    by_id = trials.set_index("trial_id")
+    assert by_id["model"].astype(str).to_dict() == {"a": "mlp", "b": "fcn", "z": "resmlp"}
+
+
 def test_empty_sweep_and_missing_steps_dir_give_empty_frames_with_columns(tmp_path):
     (tmp_path / "sw" / "trials").mkdir(parents=True)
     trials, steps = load(tmp_path / "sw")
