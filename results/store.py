@@ -203,19 +203,28 @@ class Loaded(tuple):
         )
 
 
-def _parquet_files(fs: pafs.FileSystem, directory: str) -> list[str]:
-    """Sorted `*.parquet` files of a directory, skipping hidden/temporary ones; [] if absent."""
+def _parquet_infos(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
+    """`*.parquet` files of a directory (sorted by path), skipping hidden/temporary ones;
+    [] if absent."""
     try:
         infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
     except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(
-        info.path
-        for info in infos
-        if info.type == pafs.FileType.File
-        and info.base_name.endswith(".parquet")
-        and not info.base_name.startswith((".", "_"))
+        (
+            info
+            for info in infos
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(".parquet")
+            and not info.base_name.startswith((".", "_"))
+        ),
+        key=lambda info: info.path,
     )
+
+
+def _parquet_files(fs: pafs.FileSystem, directory: str) -> list[str]:
+    """Sorted `*.parquet` files of a directory, skipping hidden/temporary ones; [] if absent."""
+    return [info.path for info in _parquet_infos(fs, directory)]
 
 
 def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
@@ -267,7 +276,7 @@ def _scan(
     schema = _dataset_schema(fs, files, declared) if files else declared
     columns = columns or schema.names
     if not files:
-        return schema.empty_table().select(columns)
+        return _empty(schema, columns)
     # From the paths as listed: `ds.dataset(files)` would look up every file once more.
     dataset = ds.FileSystemDataset.from_paths(
         files, schema=schema, format=ds.ParquetFileFormat(), filesystem=fs
@@ -292,7 +301,13 @@ def _scan(
             unreadable.append(part)
         else:
             tables.append(part)
-    return pa.concat_tables(tables) if tables else schema.empty_table().select(columns)
+    return pa.concat_tables(tables) if tables else _empty(schema, columns)
+
+
+def _empty(schema: pa.Schema, columns: list[str]) -> pa.Table:
+    """No rows, with `columns` of `schema` (and a string `__filename`, if asked for)."""
+    fields = [schema.field(c) if c in schema.names else pa.field(c, pa.string()) for c in columns]
+    return pa.schema(fields).empty_table()
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -361,10 +376,66 @@ def load(path: str | os.PathLike) -> Loaded:
     return Loaded(trials, steps, unreadable)
 
 
+# `read_statuses` keeps what it read in this hidden file of the sweep directory, so a
+# later read opens only the summaries written (or rewritten) since. Safe to delete.
+STATUS_CACHE = ".statuses.parquet"
+_STATUS_CACHE_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),  # base name of the summary file
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("trial_id", pa.string()),
+        ("status", pa.string()),
+    ]
+)
+# A summary enters the cache only once it is this much older than the newest time the
+# store itself has shown (the newest summary's or the cache file's own modification
+# time, both from the store's clock, never this machine's): any later rewrite of it
+# then has a later modification time, so a file whose (size, modification time)
+# matches its cache entry still holds what was read. (Two writes of one trial within
+# one tick of the store's clock, read in between, are what this cannot tell apart.)
+_SETTLED_NS = 2_000_000_000
+
+_CacheEntry = tuple[int, int, list[tuple[str, str]]]  # size, mtime_ns, (trial_id, status)s
+
+
+def _read_status_cache(fs: pafs.FileSystem, path: str) -> tuple[dict[str, _CacheEntry], int]:
+    """The cache's entries by file name, and the cache file's mtime_ns (0: none or unreadable)."""
+    try:
+        info = fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            return {}, 0
+        with fs.open_input_file(path) as source:
+            table = pq.read_table(source, schema=_STATUS_CACHE_SCHEMA)
+    except (OSError, pa.ArrowException, ValueError):
+        return {}, 0  # a cache that cannot be read is no cache
+    entries: dict[str, _CacheEntry] = {}
+    columns = [table.column(name).to_pylist() for name in _STATUS_CACHE_SCHEMA.names]
+    for name, size, mtime_ns, trial_id, status in zip(*columns, strict=True):
+        entry = entries.setdefault(name, (size, mtime_ns, []))
+        if entry[:2] == (size, mtime_ns):
+            entry[2].append((trial_id, status))
+    return entries, info.mtime_ns or 0
+
+
+def _write_status_cache(fs: pafs.FileSystem, path: str, rows: dict[str, _CacheEntry]) -> None:
+    """Replace the cache atomically; a store that refuses (read-only) keeps the old one."""
+    columns: dict[str, list] = {name: [] for name in _STATUS_CACHE_SCHEMA.names}
+    for name, (size, mtime_ns, pairs) in rows.items():
+        for trial_id, status in pairs:
+            for key, value in zip(columns, (name, size, mtime_ns, trial_id, status), strict=True):
+                columns[key].append(value)
+    table = pa.table(columns, schema=_STATUS_CACHE_SCHEMA)
+    with contextlib.suppress(OSError, pa.ArrowException):
+        _write_parquet(fs, path, table)
+
+
 def read_statuses(
     results: str | os.PathLike,
     sweep: str | None = None,
     unreadable: list[tuple[str, str]] | None = None,
+    *,
+    update_cache: bool = False,
 ) -> dict[str, str]:
     """`{trial_id: status}` of every readable summary of a sweep.
 
@@ -372,16 +443,60 @@ def read_statuses(
     sweep directory itself and `sweep` is None. Reads only the two columns; a
     missing sweep has no statuses. Unreadable summaries are left out, and listed
     as (path, reason) in `unreadable` when given.
+
+    Summaries whose size and modification time match the sweep's status cache
+    (`STATUS_CACHE`) are taken from it instead of being opened; `update_cache=True`
+    then rewrites the cache with what was read (what `run` does, so that a resume
+    opens only the summaries written since). Listing the sweep is the one cost that
+    grows with it.
     """
     fs, root = resolve(results)
     directory = root if sweep is None else _join(fs, root, validate_name("sweep", sweep))
-    files = _parquet_files(fs, _join(fs, directory, TRIALS_DIR))
-    table = _scan(
-        fs, files, TRIAL_SCHEMA, [] if unreadable is None else unreadable, ["trial_id", "status"]
-    )
-    return dict(
-        zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True)
-    )
+    infos = _parquet_infos(fs, _join(fs, directory, TRIALS_DIR))
+    if not infos:
+        return {}
+    cache_path = _join(fs, directory, STATUS_CACHE)
+    cached, cache_mtime = _read_status_cache(fs, cache_path)
+    rows = {
+        info.base_name: cached[info.base_name]
+        for info in infos
+        if info.base_name in cached
+        and info.mtime_ns is not None
+        and cached[info.base_name][:2] == (info.size, info.mtime_ns)
+    }
+    to_read = [info.path for info in infos if info.base_name not in rows]
+    fresh: dict[str, list[tuple[str, str]]] = {}  # by file name
+    if to_read:
+        unreadable = [] if unreadable is None else unreadable
+        columns = ["__filename", "trial_id", "status"]
+        table = _scan(fs, to_read, TRIAL_SCHEMA, unreadable, columns)
+        for path, trial_id, status in zip(*(table[c].to_pylist() for c in columns), strict=True):
+            fresh.setdefault(_base_name(path), []).append((trial_id, status))
+    statuses: dict[str, str] = {}
+    for info in infos:  # in file order, as one scan of every summary gives them
+        if info.base_name not in rows and info.base_name in fresh:
+            rows[info.base_name] = (info.size, info.mtime_ns, fresh.pop(info.base_name))
+        for trial_id, status in rows.get(info.base_name, (0, 0, []))[2]:
+            statuses[trial_id] = status
+    for pairs in fresh.values():  # rows of a file not listed (none expected): kept, not cached
+        statuses.update(pairs)
+    if update_cache:
+        # The newest time this store has shown; entries settled before it are kept.
+        newest = max([cache_mtime, *(info.mtime_ns or 0 for info in infos)])
+        timed = {name: entry for name, entry in rows.items() if entry[1] is not None}
+        settled = {n: e for n, e in timed.items() if e[1] <= newest - _SETTLED_NS}
+        changed = settled.keys() != cached.keys() or any(
+            settled[n][:2] != cached[n][:2] for n in settled
+        )
+        # Rewritten also while some summary is too recent: the cache's own, newer
+        # modification time lets a later read settle it.
+        if changed or len(settled) < len(timed):
+            _write_status_cache(fs, cache_path, settled)
+    return statuses
+
+
+def _base_name(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def read_summaries(

@@ -22,6 +22,7 @@ from results import (
     write_trial,
 )
 from results.schema import STEP_SCHEMA, TRIAL_SCHEMA
+from results.store import STATUS_CACHE, read_statuses
 
 
 def summary(trial_id: str, status: str = "completed", **extra) -> dict:
@@ -355,3 +356,125 @@ def test_select_matches_values_lists_and_float_tolerance(tmp_path):
     joined = join_steps(trials, steps, columns=["optimizer", "eta_trgt"])
     assert len(joined) == 9
     assert set(joined.loc[joined["trial_id"] == "t0", "optimizer"].astype(str)) == {"adam"}
+
+
+# --------------------------------------------------------------------------- status cache
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Set a file's modification time `seconds` into the past."""
+    stamp = path.stat().st_mtime_ns - int(seconds * 1e9)
+    os.utime(path, ns=(stamp, stamp))
+
+
+def _cache_rows(sweep: Path) -> dict[str, tuple[str, str]]:
+    table = pq.read_table(sweep / STATUS_CACHE)
+    return {
+        f: (t, s)
+        for f, t, s in zip(
+            table["file"].to_pylist(),
+            table["trial_id"].to_pylist(),
+            table["status"].to_pylist(),
+            strict=True,
+        )
+    }
+
+
+def _forge_cache(sweep: Path, statuses: dict[str, str]) -> None:
+    """Rewrite the cached status of some files (keeping size and mtime), as a check that
+    a read takes them from the cache."""
+    table = pq.read_table(sweep / STATUS_CACHE)
+    files = table["file"].to_pylist()
+    forged = [statuses.get(f, s) for f, s in zip(files, table["status"].to_pylist(), strict=True)]
+    pq.write_table(
+        table.set_column(4, "status", pa.array(forged, pa.string())), sweep / STATUS_CACHE
+    )
+
+
+def _sweep_with_settled_and_fresh(tmp_path: Path) -> Path:
+    write_trial(tmp_path, "sw", summary("a"), steps_of())
+    write_trial(tmp_path, "sw", summary("b", "diverged", diverged_step=1), steps_of())
+    write_trial(tmp_path, "sw", summary("c", "error", error="boom"), steps_of())
+    sweep = tmp_path / "sw"
+    for name in ("a", "b", "c"):
+        _age(sweep / "trials" / f"{name}.parquet", 60)
+    write_trial(tmp_path, "sw", summary("d"), steps_of())  # just written: not settled
+    return sweep
+
+
+def test_read_statuses_caches_only_settled_summaries_and_only_when_asked(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    expected = {"a": "completed", "b": "diverged", "c": "error", "d": "completed"}
+    assert read_statuses(tmp_path, "sw") == expected
+    assert not (sweep / STATUS_CACHE).exists()  # a plain read writes nothing
+    assert read_statuses(tmp_path, "sw", update_cache=True) == expected
+    assert _cache_rows(sweep) == {
+        "a.parquet": ("a", "completed"),
+        "b.parquet": ("b", "diverged"),
+        "c.parquet": ("c", "error"),
+    }
+    # The cache is hidden: readers of the sweep's directories never see it.
+    trials, _ = load(sweep)
+    assert sorted(trials["trial_id"]) == ["a", "b", "c", "d"]
+
+
+def test_cached_statuses_are_used_while_size_and_mtime_match(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    read_statuses(tmp_path, "sw", update_cache=True)
+    _forge_cache(sweep, {"a.parquet": "stuck", "b.parquet": "stuck"})
+    statuses = read_statuses(tmp_path, "sw")
+    assert statuses == {"a": "stuck", "b": "stuck", "c": "error", "d": "completed"}
+    # Touched (a new mtime): read again from the file.
+    _age(sweep / "trials" / "a.parquet", 30)
+    assert read_statuses(tmp_path, "sw")["a"] == "completed"
+    # Rewritten (a rerun that ended this time): read again.
+    write_trial(tmp_path, "sw", summary("c"), steps_of())
+    assert read_statuses(tmp_path, "sw")["c"] == "completed"
+    # Deleted: gone, whatever the cache says.
+    (sweep / "trials" / "b.parquet").unlink()
+    assert "b" not in read_statuses(tmp_path, "sw", update_cache=True)
+    assert "b.parquet" not in _cache_rows(sweep)
+
+
+def test_a_cache_write_settles_what_was_written_before_it(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    read_statuses(tmp_path, "sw", update_cache=True)
+    assert "d.parquet" not in _cache_rows(sweep)
+    _age(sweep / "trials" / "d.parquet", 10)  # as if the cache had been written 10 s later
+    read_statuses(tmp_path, "sw", update_cache=True)
+    assert _cache_rows(sweep)["d.parquet"] == ("d", "completed")
+
+
+def test_a_broken_cache_is_ignored_and_replaced(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    (sweep / STATUS_CACHE).write_bytes(b"PAR1 not really")
+    expected = {"a": "completed", "b": "diverged", "c": "error", "d": "completed"}
+    assert read_statuses(tmp_path, "sw") == expected
+    assert read_statuses(tmp_path, "sw", update_cache=True) == expected
+    assert set(_cache_rows(sweep)) == {"a.parquet", "b.parquet", "c.parquet"}
+
+
+def test_unreadable_summaries_are_never_cached_and_always_reported(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    bad = sweep / "trials" / "bad.parquet"
+    bad.write_bytes(b"PAR1 truncated")
+    _age(bad, 60)
+    for _ in range(2):
+        unreadable: list[tuple[str, str]] = []
+        statuses = read_statuses(tmp_path, "sw", unreadable=unreadable, update_cache=True)
+        assert set(statuses) == {"a", "b", "c", "d"}
+        assert [os.path.basename(p) for p, _ in unreadable] == ["bad.parquet"]
+    assert "bad.parquet" not in _cache_rows(sweep)
+
+
+def test_a_store_that_refuses_the_cache_still_gives_statuses(tmp_path, monkeypatch):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+
+    def refuse(table, where, **kwargs):
+        raise PermissionError(13, "read-only", str(where))
+
+    monkeypatch.setattr(pq, "write_table", refuse)
+    statuses = read_statuses(tmp_path, "sw", update_cache=True)
+    assert statuses == {"a": "completed", "b": "diverged", "c": "error", "d": "completed"}
+    assert not (sweep / STATUS_CACHE).exists()
+    assert not [p for p in sweep.iterdir() if p.name.endswith(".tmp")]
