@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import operator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -149,21 +150,22 @@ class PlannedTrial:
     """One trial of a sweep: its overrides of the base config, the resolved config and
     its trial id.
 
-    `PlannedTrial(overrides, config)` holds a validated config. `expand` makes its trials
-    without one config each: a trial there holds its id and a validated config of its
-    grid point's coupled axes (shared with other trials) plus the values of its
-    independent axes, and `config` builds the trial's config from those on each access,
-    so planning 100k trials keeps 100k ids in memory, not 100k configs.
+    `PlannedTrial(overrides, config)` holds both. `expand` makes its trials without a
+    config or overrides dict each: a trial there holds its id, its grid point's axis
+    values (shared with other trials) and a validated config of its coupled axes (also
+    shared), and `overrides` and `config` are built from those on each access, so
+    planning 100k trials keeps 100k ids in memory, not 100k configs.
     """
 
-    __slots__ = ("_config", "_shared", "_trial_id", "_updates", "overrides")
+    __slots__ = ("_config", "_overrides", "_parts", "_shared", "_trial_id", "_updates")
 
     def __init__(
         self,
-        overrides: dict[str, Any],
+        overrides: dict[str, Any] | None,
         config: TrialConfig | None = None,
         *,
         trial_id: str | None = None,
+        parts: tuple[dict[str, Any], ...] = (),
         shared: TrialConfig | None = None,
         updates: tuple[dict[str, Any], ...] = (),
     ) -> None:
@@ -171,9 +173,16 @@ class PlannedTrial:
             raise TypeError("PlannedTrial needs either config or shared")
         if config is None and trial_id is None:
             raise TypeError("PlannedTrial(shared=...) needs its trial_id")
-        self.overrides = overrides
+        self._overrides, self._parts = overrides, parts
         self._config, self._shared, self._updates = config, shared, updates
         self._trial_id = trial_id
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The trial's overrides of the base config, by dotted field name, in axis order."""
+        if self._overrides is not None:
+            return self._overrides
+        return _merged(self._parts)
 
     @property
     def config(self) -> TrialConfig:
@@ -418,6 +427,7 @@ class _GridPlan:
 
     independent: list[bool]  # per axis
     combos: dict[tuple[int, ...], _Combo]  # by the value indices of the coupled axes
+    slots: dict[str, int]  # position of each top-level key in every combination's pieces
     values: dict[tuple[int, int], tuple[dict[str, Any], dict[str, str]]]
     # (axis, value index) of an independent axis -> (validated fields, their id pieces)
 
@@ -452,7 +462,7 @@ def _plan_grid(spec: SweepSpec, axes: dict[str, list[dict[str, Any]]]) -> _GridP
         for index in itertools.product(*(range(len(parts[i])) for i in coupled)):
             overrides = _merged(parts[i][j] for i, j in zip(coupled, index, strict=True))
             combo = _combo(TrialConfig.model_validate(apply_overrides(spec.base, overrides)))
-            if combo is None:
+            if combo is None or (combos and combo.slots != next(iter(combos.values())).slots):
                 return None
             combos[index] = combo
         first_index = next(iter(combos))
@@ -477,7 +487,7 @@ def _plan_grid(spec: SweepSpec, axes: dict[str, list[dict[str, Any]]]) -> _GridP
                 values[i, j] = fields, pieces
     except ValueError:  # ValidationError too
         return None
-    return _GridPlan(independent, combos, values)
+    return _GridPlan(independent, combos, first.slots, values)
 
 
 def check_grid(spec: SweepSpec, source: str = "spec") -> None:
@@ -499,31 +509,45 @@ def expand(spec: SweepSpec, source: str = "spec") -> list[PlannedTrial]:
     if plan is None:
         return _expand_each(spec, axes, source)
     parts = list(axes.values())
-    coupled = [i for i, ind in enumerate(plan.independent) if not ind]
-    free = [i for i, ind in enumerate(plan.independent) if ind]
+    coupled = _picker([i for i, ind in enumerate(plan.independent) if not ind])
+    free_axes = [i for i, ind in enumerate(plan.independent) if ind]
+    free = _picker(free_axes)
+    # Per independent axis value: its validated fields, and its id pieces by position.
+    free_values = [
+        [(fields, tuple((plan.slots[k], p) for k, p in pieces.items())) for fields, pieces in vals]
+        for vals in ([plan.values[i, j] for j in range(len(parts[i]))] for i in free_axes)
+    ]
     planned, seen = [], set()
     for index in itertools.product(*(range(len(p)) for p in parts)):
-        combo = plan.combos[tuple(index[i] for i in coupled)]
+        combo = plan.combos[coupled(index)]
         pieces = combo.pieces
-        updates = tuple(plan.values[i, index[i]] for i in free)
+        updates = tuple(map(list.__getitem__, free_values, free(index)))
         if updates:
-            pieces = list(pieces)
-            for _, axis_pieces in updates:
-                for k, piece in axis_pieces.items():
-                    pieces[combo.slots[k]] = piece
+            pieces = pieces.copy()
+            for _, positioned in updates:
+                for slot, piece in positioned:
+                    pieces[slot] = piece
         trial_id = _id_of(pieces)
         if trial_id not in seen:  # e.g. two spellings of the same value
             seen.add(trial_id)
-            overrides = _merged(parts[i][j] for i, j in enumerate(index))
             planned.append(
                 PlannedTrial(
-                    overrides,
+                    None,
                     trial_id=trial_id,
+                    parts=tuple(map(list.__getitem__, parts, index)),
                     shared=combo.config,
                     updates=tuple(fields for fields, _ in updates),
                 )
             )
     return planned
+
+
+def _picker(positions: list[int]) -> Any:
+    """A function giving the tuple of the items at `positions` of a tuple."""
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda items: (items[only],)
+    return operator.itemgetter(*positions) if positions else lambda items: ()
 
 
 def _expand_each(
