@@ -261,6 +261,13 @@ def _dataset_schema(fs: pafs.FileSystem, files: list[str], declared: pa.Schema) 
     return pa.schema([*declared, *extras])
 
 
+# Files scanned as one dataset at a time. A Parquet dataset keeps every scanned file's
+# parsed footer until it is freed (~200 KB for a ~75-column summary), and a table
+# holds one chunk per file: so a sweep is scanned a group of files at a time, each
+# group's table combined into one chunk, and memory stays flat however many trials.
+SCAN_GROUP = 1000
+
+
 def _scan(
     fs: pafs.FileSystem,
     files: list[str],
@@ -268,21 +275,38 @@ def _scan(
     unreadable: list[tuple[str, str]],
     columns: list[str] | None = None,
 ) -> pa.Table:
-    """All `files` as one table with the declared column types, scanned as one dataset.
+    """All `files` as one table with the declared column types, scanned as datasets of
+    `SCAN_GROUP` files each.
 
-    If any file cannot be read (truncated, corrupt, another schema), each file is
-    scanned on its own: the bad ones go to `unreadable` with a reason, the rest load.
+    If a file of a group cannot be read (truncated, corrupt, another schema), each file
+    of the group is scanned on its own: the bad ones go to `unreadable` with a reason,
+    the rest load.
     """
     schema = _dataset_schema(fs, files, declared) if files else declared
     columns = columns or schema.names
-    if not files:
+    tables = [
+        _scan_group(fs, files[start : start + SCAN_GROUP], schema, unreadable, columns)
+        for start in range(0, len(files), SCAN_GROUP)
+    ]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
         return _empty(schema, columns)
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _scan_group(
+    fs: pafs.FileSystem,
+    files: list[str],
+    schema: pa.Schema,
+    unreadable: list[tuple[str, str]],
+    columns: list[str],
+) -> pa.Table:
     # From the paths as listed: `ds.dataset(files)` would look up every file once more.
     dataset = ds.FileSystemDataset.from_paths(
         files, schema=schema, format=ds.ParquetFileFormat(), filesystem=fs
     )
     try:
-        return dataset.to_table(columns=columns)
+        return dataset.to_table(columns=columns).combine_chunks()
     except (OSError, pa.ArrowException, ValueError):
         pass  # find the bad files below
 
@@ -301,7 +325,7 @@ def _scan(
             unreadable.append(part)
         else:
             tables.append(part)
-    return pa.concat_tables(tables) if tables else _empty(schema, columns)
+    return pa.concat_tables(tables).combine_chunks() if tables else _empty(schema, columns)
 
 
 def _empty(schema: pa.Schema, columns: list[str]) -> pa.Table:

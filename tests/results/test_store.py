@@ -17,6 +17,7 @@ from results import (
     join_steps,
     load,
     select,
+    store,
     sweep_dir,
     write_spec,
     write_trial,
@@ -202,6 +203,30 @@ def test_truncated_file_is_reported_and_the_rest_loads(tmp_path):
     assert len(steps) == 9  # steps of b are intact and still loaded
     assert [os.path.basename(p) for p, _ in loaded.unreadable] == ["b.parquet"]
     assert loaded.unreadable[0][1]  # a reason is given
+
+
+def test_a_sweep_scanned_in_groups_loads_as_one_scan_would(tmp_path, monkeypatch):
+    names = ["a", "b", "c", "d", "e"]
+    for i, name in enumerate(names):
+        write_trial(tmp_path, "sw", summary(name, final_test_loss=i / 10), steps_of(i + 1))
+    whole = load(tmp_path / "sw")
+    good = (tmp_path / "sw" / "trials" / "d.parquet").read_bytes()
+    monkeypatch.setattr(store, "SCAN_GROUP", 2)  # groups a-b, c-d, e
+    grouped = load(tmp_path / "sw")
+    pd.testing.assert_frame_equal(grouped.trials, whole.trials)
+    pd.testing.assert_frame_equal(grouped.steps, whole.steps)
+    assert grouped.steps["trial_id"].tolist() == [
+        n for i, n in enumerate(names) for _ in range(i + 1)
+    ]
+    # A bad file spoils only its own group's scan: that group is read file by file.
+    (tmp_path / "sw" / "trials" / "d.parquet").write_bytes(good[: len(good) // 2])
+    with pytest.warns(UserWarning, match="d.parquet"):
+        loaded = load(tmp_path / "sw")
+    assert loaded.trials["trial_id"].tolist() == ["a", "b", "c", "e"]
+    assert loaded.trials["final_test_loss"].tolist() == [0.0, 0.1, 0.2, 0.4]
+    assert [os.path.basename(p) for p, _ in loaded.unreadable] == ["d.parquet"]
+    statuses = read_statuses(tmp_path, "sw")
+    assert statuses == dict.fromkeys(["a", "b", "c", "e"], "completed")
 
 
 def test_load_concatenates_sweeps_under_a_results_root(tmp_path):
