@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
@@ -202,19 +203,28 @@ class Loaded(tuple):
         )
 
 
-def _parquet_files(fs: pafs.FileSystem, directory: str) -> list[str]:
-    """Sorted `*.parquet` files of a directory, skipping hidden/temporary ones; [] if absent."""
+def _parquet_infos(fs: pafs.FileSystem, directory: str) -> list[pafs.FileInfo]:
+    """`*.parquet` files of a directory (sorted by path), skipping hidden/temporary ones;
+    [] if absent."""
     try:
         infos = fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
     except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(
-        info.path
-        for info in infos
-        if info.type == pafs.FileType.File
-        and info.base_name.endswith(".parquet")
-        and not info.base_name.startswith((".", "_"))
+        (
+            info
+            for info in infos
+            if info.type == pafs.FileType.File
+            and info.base_name.endswith(".parquet")
+            and not info.base_name.startswith((".", "_"))
+        ),
+        key=lambda info: info.path,
     )
+
+
+def _parquet_files(fs: pafs.FileSystem, directory: str) -> list[str]:
+    """Sorted `*.parquet` files of a directory, skipping hidden/temporary ones; [] if absent."""
+    return [info.path for info in _parquet_infos(fs, directory)]
 
 
 def _is_dir(fs: pafs.FileSystem, path: str) -> bool:
@@ -251,6 +261,13 @@ def _dataset_schema(fs: pafs.FileSystem, files: list[str], declared: pa.Schema) 
     return pa.schema([*declared, *extras])
 
 
+# Files scanned as one dataset at a time. A Parquet dataset keeps every scanned file's
+# parsed footer until it is freed (~200 KB for a ~75-column summary), and a table
+# holds one chunk per file: so a sweep is scanned a group of files at a time, each
+# group's table combined into one chunk, and memory stays flat however many trials.
+SCAN_GROUP = 1000
+
+
 def _scan(
     fs: pafs.FileSystem,
     files: list[str],
@@ -258,18 +275,38 @@ def _scan(
     unreadable: list[tuple[str, str]],
     columns: list[str] | None = None,
 ) -> pa.Table:
-    """All `files` as one table with the declared column types, scanned as one dataset.
+    """All `files` as one table with the declared column types, scanned as datasets of
+    `SCAN_GROUP` files each.
 
-    If any file cannot be read (truncated, corrupt, another schema), each file is
-    scanned on its own: the bad ones go to `unreadable` with a reason, the rest load.
+    If a file of a group cannot be read (truncated, corrupt, another schema), each file
+    of the group is scanned on its own: the bad ones go to `unreadable` with a reason,
+    the rest load.
     """
     schema = _dataset_schema(fs, files, declared) if files else declared
     columns = columns or schema.names
-    if not files:
-        return schema.empty_table().select(columns)
-    dataset = ds.dataset(files, schema=schema, format="parquet", filesystem=fs)
+    tables = [
+        _scan_group(fs, files[start : start + SCAN_GROUP], schema, unreadable, columns)
+        for start in range(0, len(files), SCAN_GROUP)
+    ]
+    tables = [t for t in tables if t.num_rows]
+    if not tables:
+        return _empty(schema, columns)
+    return tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+
+
+def _scan_group(
+    fs: pafs.FileSystem,
+    files: list[str],
+    schema: pa.Schema,
+    unreadable: list[tuple[str, str]],
+    columns: list[str],
+) -> pa.Table:
+    # From the paths as listed: `ds.dataset(files)` would look up every file once more.
+    dataset = ds.FileSystemDataset.from_paths(
+        files, schema=schema, format=ds.ParquetFileFormat(), filesystem=fs
+    )
     try:
-        return dataset.to_table(columns=columns)
+        return dataset.to_table(columns=columns).combine_chunks()
     except (OSError, pa.ArrowException, ValueError):
         pass  # find the bad files below
 
@@ -288,7 +325,13 @@ def _scan(
             unreadable.append(part)
         else:
             tables.append(part)
-    return pa.concat_tables(tables) if tables else schema.empty_table().select(columns)
+    return pa.concat_tables(tables).combine_chunks() if tables else _empty(schema, columns)
+
+
+def _empty(schema: pa.Schema, columns: list[str]) -> pa.Table:
+    """No rows, with `columns` of `schema` (and a string `__filename`, if asked for)."""
+    fields = [schema.field(c) if c in schema.names else pa.field(c, pa.string()) for c in columns]
+    return pa.schema(fields).empty_table()
 
 
 def _concat(tables: list[pa.Table]) -> pa.Table:
@@ -305,21 +348,32 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 
 
 def _to_pandas(table: pa.Table, category_columns: Iterable[str]) -> pd.DataFrame:
-    df = table.to_pandas(ignore_metadata=True)
-    for field in table.schema:
-        name = field.name
-        if pa.types.is_integer(field.type) and name != "step":
-            df[name] = df[name].astype("Int64")
-        elif pa.types.is_null(field.type):
-            df[name] = df[name].astype("float64")
+    # Categories are encoded by Arrow before the conversion and integers converted to
+    # nullable Int64 during it: no pass over pandas objects after. A sweep's tables
+    # hold one chunk per file, so every per-column pass counts.
     for name in category_columns:
-        if name in df.columns:
-            df[name] = df[name].astype("category")
+        if name in table.column_names and pa.types.is_string(table.schema.field(name).type):
+            i = table.schema.get_field_index(name)
+            table = table.set_column(i, name, pc.dictionary_encode(table.column(i)))
+    df = table.to_pandas(ignore_metadata=True, types_mapper=_nullable_integers)
+    for field in table.schema:
+        if pa.types.is_null(field.type):
+            df[field.name] = df[field.name].astype("float64")
+        elif pa.types.is_dictionary(field.type):
+            # Categories sorted, as pandas makes them (Arrow keeps first appearance).
+            column = df[field.name]
+            df[field.name] = column.cat.reorder_categories(sorted(column.cat.categories))
+        elif field.name in category_columns:
+            df[field.name] = df[field.name].astype("category")  # e.g. an extra column
     if "status" in df.columns:
         df["status"] = df["status"].astype(pd.CategoricalDtype(list(STATUSES)))
     if "step" in df.columns:
         df["step"] = df["step"].astype("int64")
     return df
+
+
+def _nullable_integers(dtype: pa.DataType) -> pd.api.extensions.ExtensionDtype | None:
+    return pd.Int64Dtype() if pa.types.is_integer(dtype) else None
 
 
 def load(path: str | os.PathLike) -> Loaded:
@@ -346,10 +400,66 @@ def load(path: str | os.PathLike) -> Loaded:
     return Loaded(trials, steps, unreadable)
 
 
+# `read_statuses` keeps what it read in this hidden file of the sweep directory, so a
+# later read opens only the summaries written (or rewritten) since. Safe to delete.
+STATUS_CACHE = ".statuses.parquet"
+_STATUS_CACHE_SCHEMA = pa.schema(
+    [
+        ("file", pa.string()),  # base name of the summary file
+        ("size", pa.int64()),
+        ("mtime_ns", pa.int64()),
+        ("trial_id", pa.string()),
+        ("status", pa.string()),
+    ]
+)
+# A summary enters the cache only once it is this much older than the newest time the
+# store itself has shown (the newest summary's or the cache file's own modification
+# time, both from the store's clock, never this machine's): any later rewrite of it
+# then has a later modification time, so a file whose (size, modification time)
+# matches its cache entry still holds what was read. (Two writes of one trial within
+# one tick of the store's clock, read in between, are what this cannot tell apart.)
+_SETTLED_NS = 2_000_000_000
+
+_CacheEntry = tuple[int, int, list[tuple[str, str]]]  # size, mtime_ns, (trial_id, status)s
+
+
+def _read_status_cache(fs: pafs.FileSystem, path: str) -> tuple[dict[str, _CacheEntry], int]:
+    """The cache's entries by file name, and the cache file's mtime_ns (0: none or unreadable)."""
+    try:
+        info = fs.get_file_info(path)
+        if info.type != pafs.FileType.File:
+            return {}, 0
+        with fs.open_input_file(path) as source:
+            table = pq.read_table(source, schema=_STATUS_CACHE_SCHEMA)
+    except (OSError, pa.ArrowException, ValueError):
+        return {}, 0  # a cache that cannot be read is no cache
+    entries: dict[str, _CacheEntry] = {}
+    columns = [table.column(name).to_pylist() for name in _STATUS_CACHE_SCHEMA.names]
+    for name, size, mtime_ns, trial_id, status in zip(*columns, strict=True):
+        entry = entries.setdefault(name, (size, mtime_ns, []))
+        if entry[:2] == (size, mtime_ns):
+            entry[2].append((trial_id, status))
+    return entries, info.mtime_ns or 0
+
+
+def _write_status_cache(fs: pafs.FileSystem, path: str, rows: dict[str, _CacheEntry]) -> None:
+    """Replace the cache atomically; a store that refuses (read-only) keeps the old one."""
+    columns: dict[str, list] = {name: [] for name in _STATUS_CACHE_SCHEMA.names}
+    for name, (size, mtime_ns, pairs) in rows.items():
+        for trial_id, status in pairs:
+            for key, value in zip(columns, (name, size, mtime_ns, trial_id, status), strict=True):
+                columns[key].append(value)
+    table = pa.table(columns, schema=_STATUS_CACHE_SCHEMA)
+    with contextlib.suppress(OSError, pa.ArrowException):
+        _write_parquet(fs, path, table)
+
+
 def read_statuses(
     results: str | os.PathLike,
     sweep: str | None = None,
     unreadable: list[tuple[str, str]] | None = None,
+    *,
+    update_cache: bool = False,
 ) -> dict[str, str]:
     """`{trial_id: status}` of every readable summary of a sweep.
 
@@ -357,16 +467,60 @@ def read_statuses(
     sweep directory itself and `sweep` is None. Reads only the two columns; a
     missing sweep has no statuses. Unreadable summaries are left out, and listed
     as (path, reason) in `unreadable` when given.
+
+    Summaries whose size and modification time match the sweep's status cache
+    (`STATUS_CACHE`) are taken from it instead of being opened; `update_cache=True`
+    then rewrites the cache with what was read (what `run` does, so that a resume
+    opens only the summaries written since). Listing the sweep is the one cost that
+    grows with it.
     """
     fs, root = resolve(results)
     directory = root if sweep is None else _join(fs, root, validate_name("sweep", sweep))
-    files = _parquet_files(fs, _join(fs, directory, TRIALS_DIR))
-    table = _scan(
-        fs, files, TRIAL_SCHEMA, [] if unreadable is None else unreadable, ["trial_id", "status"]
-    )
-    return dict(
-        zip(table.column("trial_id").to_pylist(), table.column("status").to_pylist(), strict=True)
-    )
+    infos = _parquet_infos(fs, _join(fs, directory, TRIALS_DIR))
+    if not infos:
+        return {}
+    cache_path = _join(fs, directory, STATUS_CACHE)
+    cached, cache_mtime = _read_status_cache(fs, cache_path)
+    rows = {
+        info.base_name: cached[info.base_name]
+        for info in infos
+        if info.base_name in cached
+        and info.mtime_ns is not None
+        and cached[info.base_name][:2] == (info.size, info.mtime_ns)
+    }
+    to_read = [info.path for info in infos if info.base_name not in rows]
+    fresh: dict[str, list[tuple[str, str]]] = {}  # by file name
+    if to_read:
+        unreadable = [] if unreadable is None else unreadable
+        columns = ["__filename", "trial_id", "status"]
+        table = _scan(fs, to_read, TRIAL_SCHEMA, unreadable, columns)
+        for path, trial_id, status in zip(*(table[c].to_pylist() for c in columns), strict=True):
+            fresh.setdefault(_base_name(path), []).append((trial_id, status))
+    statuses: dict[str, str] = {}
+    for info in infos:  # in file order, as one scan of every summary gives them
+        if info.base_name not in rows and info.base_name in fresh:
+            rows[info.base_name] = (info.size, info.mtime_ns, fresh.pop(info.base_name))
+        for trial_id, status in rows.get(info.base_name, (0, 0, []))[2]:
+            statuses[trial_id] = status
+    for pairs in fresh.values():  # rows of a file not listed (none expected): kept, not cached
+        statuses.update(pairs)
+    if update_cache:
+        # The newest time this store has shown; entries settled before it are kept.
+        newest = max([cache_mtime, *(info.mtime_ns or 0 for info in infos)])
+        timed = {name: entry for name, entry in rows.items() if entry[1] is not None}
+        settled = {n: e for n, e in timed.items() if e[1] <= newest - _SETTLED_NS}
+        changed = settled.keys() != cached.keys() or any(
+            settled[n][:2] != cached[n][:2] for n in settled
+        )
+        # Rewritten also while some summary is too recent: the cache's own, newer
+        # modification time lets a later read settle it.
+        if changed or len(settled) < len(timed):
+            _write_status_cache(fs, cache_path, settled)
+    return statuses
+
+
+def _base_name(path: str) -> str:
+    return path.replace("\\", "/").rsplit("/", 1)[-1]
 
 
 def read_summaries(

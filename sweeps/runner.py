@@ -8,7 +8,10 @@ nothing, and an interrupted one runs only what did not end. Workers write their
 own Parquet files; those files are the source of truth for resume, status and
 exit codes. The driver reads the sweep's statuses once, at planning, and keeps
 them current from the trials' own final reports (`Ledger`); only trials that
-never reported an ending are looked up again, by their own files.
+never reported an ending are looked up again, by their own files. A run also
+keeps the sweep's status cache (`results.store.STATUS_CACHE`) current, every
+`CACHE_REFRESH_S` seconds while trials run and when they are done, so that
+planning a resume opens only the summaries written since, not the whole sweep's.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import os
 import socket
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -44,14 +48,28 @@ class ClusterError(RuntimeError):
     """The Ray cluster at `--address` cannot be joined; the message says what to fix."""
 
 
+# How often a running sweep brings its status cache up to date (reading the summaries
+# written since the last time).
+CACHE_REFRESH_S = 300.0
+
+
 class Ledger:
     """`{trial_id: status}` of a sweep: read from its files once, then kept current from
-    the trials' final reports."""
+    the trials' final reports.
 
-    def __init__(self, results: str, sweep: str) -> None:
-        self.results, self.sweep = results, sweep
-        self.statuses: dict[str, str] = read_statuses(results, sweep)
+    `update_cache=True` (a run, not a dry run) also writes the sweep's status cache
+    when it reads the statuses, and on `refresh_cache`.
+    """
+
+    def __init__(self, results: str, sweep: str, update_cache: bool = False) -> None:
+        self.results, self.sweep, self.update_cache = results, sweep, update_cache
+        self.statuses: dict[str, str] = read_statuses(results, sweep, update_cache=update_cache)
         self.reported: set[str] = set()
+
+    def refresh_cache(self) -> None:
+        """Bring the status cache up to date with the summary files (reads the new ones)."""
+        if self.update_cache:
+            read_statuses(self.results, self.sweep, update_cache=True)
 
     def record(self, trial_id: str, status: str) -> None:
         """A trial reported how it ended (after writing its files)."""
@@ -263,6 +281,29 @@ class Progress(tune.Callback):
         self.stream.flush()
 
 
+@contextlib.contextmanager
+def _refreshing_cache(ledger: Ledger, every_s: float | None = None) -> Iterator[None]:
+    """While the body runs trials, refresh the ledger's status cache every `every_s`
+    seconds (default `CACHE_REFRESH_S`) in the background, and once more after it."""
+    stop = threading.Event()
+
+    def refresh_until_stopped() -> None:
+        while not stop.wait(CACHE_REFRESH_S if every_s is None else every_s):
+            # The cache only saves reading: an error here (a store hiccup) must not end
+            # the run, and the next refresh, or the next run's planning, reads what it missed.
+            with contextlib.suppress(Exception):
+                ledger.refresh_cache()
+
+    thread = threading.Thread(target=refresh_until_stopped, name="status-cache", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+    ledger.refresh_cache()
+
+
 def _logger_callbacks(spec: SweepSpec) -> list[tune.Callback]:
     from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
@@ -354,7 +395,7 @@ def run_sweep(
     if address:
         init_ray(address, num_cpus)  # a cluster that cannot be joined leaves nothing written
     write_spec(results, spec.name, resolved_yaml(spec))
-    ledger = Ledger(results, spec.name)
+    ledger = Ledger(results, spec.name, update_cache=True)
     if spec.search.kind == "optuna":
         return _run_optuna(spec, results, ledger, address, stream, num_cpus)
     if spec.search.kind == "boundary":
@@ -375,10 +416,12 @@ def run_sweep(
                 "at once\n"
             )
             space = {"pack": tune.grid_search([[p.overrides for p in pack] for pack in packs])}
-            _tuner(spec, results, space, progress, slots=slots).fit()
+            tuner = _tuner(spec, results, space, progress, slots=slots)
         else:
             space = {"overrides": tune.grid_search([p.overrides for p in pending])}
-            _tuner(spec, results, space, progress).fit()
+            tuner = _tuner(spec, results, space, progress)
+        with _refreshing_cache(ledger):
+            tuner.fit()
         progress.finish()
     return _outcome(ledger, [p.trial_id for p in planned], skipped)
 
@@ -471,7 +514,8 @@ def _run_optuna(
         tune_config = tune.TuneConfig(
             search_alg=searcher, scheduler=_scheduler(spec), num_samples=todo
         )
-        _tuner(spec, results, space, progress, tune_config).fit()
+        with _refreshing_cache(ledger):
+            _tuner(spec, results, space, progress, tune_config).fit()
         progress.finish()
     ran = list(searcher.started.values())
     outcome = _outcome(ledger, list(dict.fromkeys([*ended, *ran])), len(ended))
@@ -508,7 +552,8 @@ def _run_boundary(
             init_ray(address, num_cpus)
             progress = Progress(len(todo), ledger, stream)
             space = {"overrides": tune.grid_search([p.overrides for p in todo])}
-            _tuner(spec, results, space, progress, run_name=f"round{round_index}").fit()
+            with _refreshing_cache(ledger):
+                _tuner(spec, results, space, progress, run_name=f"round{round_index}").fit()
             progress.finish()
             ledger.settle(p.trial_id for p in todo)
         search.record({p.trial_id: ledger.statuses.get(p.trial_id) for p in batch})

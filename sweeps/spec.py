@@ -15,8 +15,10 @@ dotted path of the field (`base.model.width: ...`, or for a bad grid value
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
+import operator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -144,16 +146,69 @@ class SweepSpec(_Strict):
         return seeds
 
 
-@dataclass(frozen=True)
 class PlannedTrial:
-    """One trial of a sweep: its overrides of the base config and the resolved config."""
+    """One trial of a sweep: its overrides of the base config, the resolved config and
+    its trial id.
 
-    overrides: dict[str, Any]
-    config: TrialConfig
+    `PlannedTrial(overrides, config)` holds both. `expand` makes its trials without a
+    config or overrides dict each: a trial there holds its id, its grid point's axis
+    values (shared with other trials) and a validated config of its coupled axes (also
+    shared), and `overrides` and `config` are built from those on each access, so
+    planning 100k trials keeps 100k ids in memory, not 100k configs.
+    """
+
+    __slots__ = ("_config", "_overrides", "_parts", "_shared", "_trial_id", "_updates")
+
+    def __init__(
+        self,
+        overrides: dict[str, Any] | None,
+        config: TrialConfig | None = None,
+        *,
+        trial_id: str | None = None,
+        parts: tuple[dict[str, Any], ...] = (),
+        shared: TrialConfig | None = None,
+        updates: tuple[dict[str, Any], ...] = (),
+    ) -> None:
+        if (config is None) == (shared is None):
+            raise TypeError("PlannedTrial needs either config or shared")
+        if config is None and trial_id is None:
+            raise TypeError("PlannedTrial(shared=...) needs its trial_id")
+        self._overrides, self._parts = overrides, parts
+        self._config, self._shared, self._updates = config, shared, updates
+        self._trial_id = trial_id
+
+    @property
+    def overrides(self) -> dict[str, Any]:
+        """The trial's overrides of the base config, by dotted field name, in axis order."""
+        if self._overrides is not None:
+            return self._overrides
+        return _merged(self._parts)
+
+    @property
+    def config(self) -> TrialConfig:
+        """The trial's resolved config (equal to validating its merged overrides)."""
+        if self._config is not None:
+            return self._config
+        update: dict[str, Any] = {}
+        for part in self._updates:
+            update.update(part)
+        return self._shared.model_copy(update=update)  # type: ignore[union-attr]
 
     @property
     def trial_id(self) -> str:
-        return self.config.trial_id()
+        if self._trial_id is None:
+            self._trial_id = self.config.trial_id()
+        return self._trial_id
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PlannedTrial):
+            return NotImplemented
+        return (self.overrides, self.config) == (other.overrides, other.config)
+
+    __hash__ = None  # type: ignore[assignment]  # holds a dict, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"PlannedTrial(overrides={self.overrides!r}, trial_id={self.trial_id!r})"
 
 
 # Fields that accept several forms: a bad value gets one line listing the forms, not
@@ -260,7 +315,7 @@ def parse_spec(data: Any, source: str = "spec") -> SweepSpec:
     except ValidationError as exc:
         raise SpecError(f"{source}: {_format_validation(exc, 'base')}") from None
     _check_axes(spec, source)
-    expand(spec, source)  # every combination must be a valid trial
+    check_grid(spec, source)  # every combination must be a valid trial
     return spec
 
 
@@ -292,14 +347,217 @@ def axis_values(spec: SweepSpec) -> dict[str, list[dict[str, Any]]]:
     return axes
 
 
-def expand(spec: SweepSpec, source: str = "spec") -> list[PlannedTrial]:
-    """All trials of the grid (cartesian product of axes and seeds), in a stable order."""
+# Top-level `TrialConfig` fields that no model validator reads and whose field
+# validators look at the value alone: a value of one of them is valid, and resolves to
+# the same value, whatever the other fields hold. `expand` validates each value of an
+# axis that sets only such fields once, and each combination of the other ("coupled")
+# axes once, instead of every grid point. Any field not listed counts as coupled, so
+# a new field is safe; tests/sweeps/test_spec.py checks the list against the source of
+# TrialConfig's validators.
+INDEPENDENT_FIELDS: frozenset[str] = frozenset(
+    {
+        "init_seed",
+        "data_seed",
+        "init_scale",
+        "last_init_scale",
+        "simple_mup",
+        "mup_constants",
+        "warmup_steps",
+        "warmup_power",
+        "eta_min",
+        "num_steps",
+        "batch_size",
+        "sharpness_every",
+        "lambda0_batches",
+        "sharpness_tol",
+        "sharpness_max_iter",
+        "eval_every",
+        "measure_eta_c",
+        "checkpoint_every",
+        "catapult_rtol",
+        "catapult_check_steps",
+        "divergence_factor",
+        "stuck_accuracy_factor",
+        "stuck_loss",
+        "device",
+        "dtype",
+    }
+)
+
+
+def _id_fields(config: TrialConfig) -> dict[str, Any]:
+    """What `TrialConfig.trial_id` hashes (every use below is checked against it)."""
+    return config.model_dump(
+        mode="json", exclude={"checkpoint_every": True, "dataset": {"data_dir"}}
+    )
+
+
+def _piece(key: str, value: Any) -> str:
+    """`"key": value` as `json.dumps(..., sort_keys=True)` writes it inside an object."""
+    return f"{json.dumps(key)}: {json.dumps(value, sort_keys=True)}"
+
+
+def _id_of(pieces: list[str]) -> str:
+    """The trial id of the config whose sorted top-level `_piece`s these are."""
+    canonical = "{" + ", ".join(pieces) + "}"
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+@dataclass
+class _Combo:
+    """A validated combination of the coupled axes (independent fields at base values)."""
+
+    config: TrialConfig
+    pieces: list[str]  # its trial id's pieces, in key order
+    slots: dict[str, int]  # position of each top-level key in `pieces`
+
+
+def _combo(config: TrialConfig) -> _Combo | None:
+    fields = _id_fields(config)
+    keys = sorted(fields)
+    pieces = [_piece(k, fields[k]) for k in keys]
+    if _id_of(pieces) != config.trial_id():
+        return None  # the id is made differently from `_id_fields`: validate each point
+    return _Combo(config, pieces, {k: i for i, k in enumerate(keys)})
+
+
+@dataclass
+class _GridPlan:
+    """A grid checked by its parts: every coupled combination and every independent value."""
+
+    independent: list[bool]  # per axis
+    combos: dict[tuple[int, ...], _Combo]  # by the value indices of the coupled axes
+    slots: dict[str, int]  # position of each top-level key in every combination's pieces
+    values: dict[tuple[int, int], tuple[dict[str, Any], dict[str, str]]]
+    # (axis, value index) of an independent axis -> (validated fields, their id pieces)
+
+
+def _independent_axes(axes: dict[str, list[dict[str, Any]]]) -> list[bool]:
+    """Whether each axis sets only `INDEPENDENT_FIELDS` that no other axis sets."""
+    keys = [{k for part in parts for k in part} for parts in axes.values()]
+    setters: dict[str, int] = {}
+    for axis_keys in keys:
+        for k in axis_keys:
+            setters[k] = setters.get(k, 0) + 1
+    return [all(k in INDEPENDENT_FIELDS and setters[k] == 1 for k in ks) for ks in keys]
+
+
+def _merged(parts: Any) -> dict[str, Any]:
+    return {k: v for part in parts for k, v in part.items()}
+
+
+def _plan_grid(spec: SweepSpec, axes: dict[str, list[dict[str, Any]]]) -> _GridPlan | None:
+    """Validate the grid by its parts; None when some part is invalid (or the id check
+    fails), and the caller validates point by point for the exact error.
+
+    A grid point's config is its coupled combination's config with its independent
+    fields replaced: no validator reads those, so a point is valid exactly when its
+    combination and each of its independent values are.
+    """
+    independent = _independent_axes(axes)
+    parts = list(axes.values())
+    coupled = [i for i, ind in enumerate(independent) if not ind]
+    combos: dict[tuple[int, ...], _Combo] = {}
+    try:
+        for index in itertools.product(*(range(len(parts[i])) for i in coupled)):
+            overrides = _merged(parts[i][j] for i, j in zip(coupled, index, strict=True))
+            combo = _combo(TrialConfig.model_validate(apply_overrides(spec.base, overrides)))
+            if combo is None or (combos and combo.slots != next(iter(combos.values())).slots):
+                return None
+            combos[index] = combo
+        first_index = next(iter(combos))
+        first = combos[first_index]
+        first_overrides = _merged(parts[i][j] for i, j in zip(coupled, first_index, strict=True))
+        values: dict[tuple[int, int], tuple[dict[str, Any], dict[str, str]]] = {}
+        for i, ind in enumerate(independent):
+            for j, part in enumerate(parts[i] if ind else ()):
+                merged = apply_overrides(spec.base, {**first_overrides, **part})
+                config = TrialConfig.model_validate(merged)
+                fields = {k: getattr(config, k) for k in part}
+                if config != first.config.model_copy(update=fields):
+                    return None
+                dumped = config.model_dump(mode="json", include=set(part))
+                pieces = {k: _piece(k, dumped[k]) for k in part if k in first.slots}
+                if j == 0:  # an axis's fields enter the id as `_id_fields` says
+                    check = list(first.pieces)
+                    for k, piece in pieces.items():
+                        check[first.slots[k]] = piece
+                    if _id_of(check) != config.trial_id():
+                        return None
+                values[i, j] = fields, pieces
+    except ValueError:  # ValidationError too
+        return None
+    return _GridPlan(independent, combos, first.slots, values)
+
+
+def check_grid(spec: SweepSpec, source: str = "spec") -> None:
+    """Raise `SpecError` (naming the first bad grid point, as `expand` does) unless every
+    trial of the grid is valid; cheap: it validates the grid's parts, not each point."""
     axes = axis_values(spec)
+    if _plan_grid(spec, axes) is None:
+        _expand_each(spec, axes, source)
+
+
+def expand(spec: SweepSpec, source: str = "spec") -> list[PlannedTrial]:
+    """All trials of the grid (cartesian product of axes and seeds), in a stable order.
+
+    Every trial is valid (else `SpecError` naming the first bad grid point); trials
+    whose configs are equal (e.g. two spellings of the same value) appear once.
+    """
+    axes = axis_values(spec)
+    plan = _plan_grid(spec, axes)
+    if plan is None:
+        return _expand_each(spec, axes, source)
+    parts = list(axes.values())
+    coupled = _picker([i for i, ind in enumerate(plan.independent) if not ind])
+    free_axes = [i for i, ind in enumerate(plan.independent) if ind]
+    free = _picker(free_axes)
+    # Per independent axis value: its validated fields, and its id pieces by position.
+    free_values = [
+        [(fields, tuple((plan.slots[k], p) for k, p in pieces.items())) for fields, pieces in vals]
+        for vals in ([plan.values[i, j] for j in range(len(parts[i]))] for i in free_axes)
+    ]
+    planned, seen = [], set()
+    for index in itertools.product(*(range(len(p)) for p in parts)):
+        combo = plan.combos[coupled(index)]
+        pieces = combo.pieces
+        updates = tuple(map(list.__getitem__, free_values, free(index)))
+        if updates:
+            pieces = pieces.copy()
+            for _, positioned in updates:
+                for slot, piece in positioned:
+                    pieces[slot] = piece
+        trial_id = _id_of(pieces)
+        if trial_id not in seen:  # e.g. two spellings of the same value
+            seen.add(trial_id)
+            planned.append(
+                PlannedTrial(
+                    None,
+                    trial_id=trial_id,
+                    parts=tuple(map(list.__getitem__, parts, index)),
+                    shared=combo.config,
+                    updates=tuple(fields for fields, _ in updates),
+                )
+            )
+    return planned
+
+
+def _picker(positions: list[int]) -> Any:
+    """A function giving the tuple of the items at `positions` of a tuple."""
+    if len(positions) == 1:
+        (only,) = positions
+        return lambda items: (items[only],)
+    return operator.itemgetter(*positions) if positions else lambda items: ()
+
+
+def _expand_each(
+    spec: SweepSpec, axes: dict[str, list[dict[str, Any]]], source: str
+) -> list[PlannedTrial]:
+    """`expand` validating every grid point in full (raises at the first bad one)."""
     planned, seen = [], set()
     for combo in itertools.product(*axes.values()):
-        overrides = {k: v for part in combo for k, v in part.items()}
-        planned_trial = make_trial(spec, overrides, source)
-        if planned_trial.trial_id not in seen:  # e.g. two spellings of the same value
+        planned_trial = make_trial(spec, _merged(combo), source)
+        if planned_trial.trial_id not in seen:
             seen.add(planned_trial.trial_id)
             planned.append(planned_trial)
     return planned

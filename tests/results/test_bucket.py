@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 import pytest
 
 from results import load, read_statuses, sweep_dir, write_trial
-from results.store import resolve
+from results.store import STATUS_CACHE, resolve
 from tests.results.test_store import steps_of, summary
 
 
@@ -64,3 +67,20 @@ def test_truncated_object_in_a_bucket_is_reported_and_skipped(bucket):
 def test_load_of_an_empty_bucket_prefix_raises(bucket):
     with pytest.raises(FileNotFoundError):
         load(sweep_dir(bucket, "nothing-here"))
+
+
+def test_status_cache_in_a_bucket_keeps_settled_statuses_and_sees_rewrites(bucket):
+    write_trial(bucket, "sw", summary("a"), steps_of())
+    write_trial(bucket, "sw", summary("b", "stopped", stopped_step=2), steps_of(2))
+    time.sleep(2.2)  # S3 times have 1 s steps: a and b settle 2 s before the newest, c
+    write_trial(bucket, "sw", summary("c"), steps_of())
+    expected = {"a": "completed", "b": "stopped", "c": "completed"}
+    assert read_statuses(bucket, "sw", update_cache=True) == expected
+    bucket_name = bucket.split("/")[2]
+    assert f"{bucket_name}/results/sw/{STATUS_CACHE}" in _keys(bucket)
+    fs, path = resolve(sweep_dir(bucket, "sw"))
+    with fs.open_input_file(f"{path}/{STATUS_CACHE}") as f:
+        assert sorted(pq.read_table(f)["trial_id"].to_pylist()) == ["a", "b"]
+    assert read_statuses(bucket, "sw") == expected
+    write_trial(bucket, "sw", summary("a", "error", error="rerun failed"), steps_of())
+    assert read_statuses(bucket, "sw") == {**expected, "a": "error"}

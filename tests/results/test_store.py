@@ -17,11 +17,13 @@ from results import (
     join_steps,
     load,
     select,
+    store,
     sweep_dir,
     write_spec,
     write_trial,
 )
 from results.schema import STEP_SCHEMA, TRIAL_SCHEMA
+from results.store import STATUS_CACHE, read_statuses
 
 
 def summary(trial_id: str, status: str = "completed", **extra) -> dict:
@@ -203,6 +205,30 @@ def test_truncated_file_is_reported_and_the_rest_loads(tmp_path):
     assert loaded.unreadable[0][1]  # a reason is given
 
 
+def test_a_sweep_scanned_in_groups_loads_as_one_scan_would(tmp_path, monkeypatch):
+    names = ["a", "b", "c", "d", "e"]
+    for i, name in enumerate(names):
+        write_trial(tmp_path, "sw", summary(name, final_test_loss=i / 10), steps_of(i + 1))
+    whole = load(tmp_path / "sw")
+    good = (tmp_path / "sw" / "trials" / "d.parquet").read_bytes()
+    monkeypatch.setattr(store, "SCAN_GROUP", 2)  # groups a-b, c-d, e
+    grouped = load(tmp_path / "sw")
+    pd.testing.assert_frame_equal(grouped.trials, whole.trials)
+    pd.testing.assert_frame_equal(grouped.steps, whole.steps)
+    assert grouped.steps["trial_id"].tolist() == [
+        n for i, n in enumerate(names) for _ in range(i + 1)
+    ]
+    # A bad file spoils only its own group's scan: that group is read file by file.
+    (tmp_path / "sw" / "trials" / "d.parquet").write_bytes(good[: len(good) // 2])
+    with pytest.warns(UserWarning, match="d.parquet"):
+        loaded = load(tmp_path / "sw")
+    assert loaded.trials["trial_id"].tolist() == ["a", "b", "c", "e"]
+    assert loaded.trials["final_test_loss"].tolist() == [0.0, 0.1, 0.2, 0.4]
+    assert [os.path.basename(p) for p, _ in loaded.unreadable] == ["d.parquet"]
+    statuses = read_statuses(tmp_path, "sw")
+    assert statuses == dict.fromkeys(["a", "b", "c", "e"], "completed")
+
+
 def test_load_concatenates_sweeps_under_a_results_root(tmp_path):
     write_trial(tmp_path, "one", summary("a"), steps_of())
     write_trial(tmp_path, "two", summary("b", extra_flag=True), steps_of())
@@ -235,6 +261,21 @@ def test_load_dtypes(tmp_path):
     assert steps["step"].dtype == np.int64
     assert isinstance(steps["trial_id"].dtype, pd.CategoricalDtype)
     assert steps["lr"].dtype == np.float64
+
+
+def test_categories_are_sorted_whatever_order_the_files_hold_them_in(tmp_path):
+    # Files are scanned in name order; categories come out sorted, as pandas makes them.
+    write_trial(tmp_path, "two", summary("a", model="mlp", optimizer="sgd"), steps_of())
+    write_trial(tmp_path, "two", summary("b", model="fcn", optimizer="adam"), steps_of())
+    write_trial(tmp_path, "one", summary("z", model="resmlp", optimizer="sgd"), steps_of())
+    trials, steps = load(tmp_path)
+    assert list(trials["model"].cat.categories) == ["fcn", "mlp", "resmlp"]
+    assert list(trials["optimizer"].cat.categories) == ["adam", "sgd"]
+    assert list(trials["sweep"].cat.categories) == ["one", "two"]
+    assert list(steps["trial_id"].cat.categories) == ["a", "b", "z"]
+    assert steps["trial_id"].tolist() == ["z"] * 3 + ["a"] * 3 + ["b"] * 3  # one, then two
+    by_id = trials.set_index("trial_id")
+    assert by_id["model"].astype(str).to_dict() == {"a": "mlp", "b": "fcn", "z": "resmlp"}
 
 
 def test_empty_sweep_and_missing_steps_dir_give_empty_frames_with_columns(tmp_path):
@@ -340,3 +381,125 @@ def test_select_matches_values_lists_and_float_tolerance(tmp_path):
     joined = join_steps(trials, steps, columns=["optimizer", "eta_trgt"])
     assert len(joined) == 9
     assert set(joined.loc[joined["trial_id"] == "t0", "optimizer"].astype(str)) == {"adam"}
+
+
+# --------------------------------------------------------------------------- status cache
+
+
+def _age(path: Path, seconds: float) -> None:
+    """Set a file's modification time `seconds` into the past."""
+    stamp = path.stat().st_mtime_ns - int(seconds * 1e9)
+    os.utime(path, ns=(stamp, stamp))
+
+
+def _cache_rows(sweep: Path) -> dict[str, tuple[str, str]]:
+    table = pq.read_table(sweep / STATUS_CACHE)
+    return {
+        f: (t, s)
+        for f, t, s in zip(
+            table["file"].to_pylist(),
+            table["trial_id"].to_pylist(),
+            table["status"].to_pylist(),
+            strict=True,
+        )
+    }
+
+
+def _forge_cache(sweep: Path, statuses: dict[str, str]) -> None:
+    """Rewrite the cached status of some files (keeping size and mtime), as a check that
+    a read takes them from the cache."""
+    table = pq.read_table(sweep / STATUS_CACHE)
+    files = table["file"].to_pylist()
+    forged = [statuses.get(f, s) for f, s in zip(files, table["status"].to_pylist(), strict=True)]
+    pq.write_table(
+        table.set_column(4, "status", pa.array(forged, pa.string())), sweep / STATUS_CACHE
+    )
+
+
+def _sweep_with_settled_and_fresh(tmp_path: Path) -> Path:
+    write_trial(tmp_path, "sw", summary("a"), steps_of())
+    write_trial(tmp_path, "sw", summary("b", "diverged", diverged_step=1), steps_of())
+    write_trial(tmp_path, "sw", summary("c", "error", error="boom"), steps_of())
+    sweep = tmp_path / "sw"
+    for name in ("a", "b", "c"):
+        _age(sweep / "trials" / f"{name}.parquet", 60)
+    write_trial(tmp_path, "sw", summary("d"), steps_of())  # just written: not settled
+    return sweep
+
+
+def test_read_statuses_caches_only_settled_summaries_and_only_when_asked(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    expected = {"a": "completed", "b": "diverged", "c": "error", "d": "completed"}
+    assert read_statuses(tmp_path, "sw") == expected
+    assert not (sweep / STATUS_CACHE).exists()  # a plain read writes nothing
+    assert read_statuses(tmp_path, "sw", update_cache=True) == expected
+    assert _cache_rows(sweep) == {
+        "a.parquet": ("a", "completed"),
+        "b.parquet": ("b", "diverged"),
+        "c.parquet": ("c", "error"),
+    }
+    # The cache is hidden: readers of the sweep's directories never see it.
+    trials, _ = load(sweep)
+    assert sorted(trials["trial_id"]) == ["a", "b", "c", "d"]
+
+
+def test_cached_statuses_are_used_while_size_and_mtime_match(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    read_statuses(tmp_path, "sw", update_cache=True)
+    _forge_cache(sweep, {"a.parquet": "stuck", "b.parquet": "stuck"})
+    statuses = read_statuses(tmp_path, "sw")
+    assert statuses == {"a": "stuck", "b": "stuck", "c": "error", "d": "completed"}
+    # Touched (a new mtime): read again from the file.
+    _age(sweep / "trials" / "a.parquet", 30)
+    assert read_statuses(tmp_path, "sw")["a"] == "completed"
+    # Rewritten (a rerun that ended this time): read again.
+    write_trial(tmp_path, "sw", summary("c"), steps_of())
+    assert read_statuses(tmp_path, "sw")["c"] == "completed"
+    # Deleted: gone, whatever the cache says.
+    (sweep / "trials" / "b.parquet").unlink()
+    assert "b" not in read_statuses(tmp_path, "sw", update_cache=True)
+    assert "b.parquet" not in _cache_rows(sweep)
+
+
+def test_a_cache_write_settles_what_was_written_before_it(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    read_statuses(tmp_path, "sw", update_cache=True)
+    assert "d.parquet" not in _cache_rows(sweep)
+    _age(sweep / "trials" / "d.parquet", 10)  # as if the cache had been written 10 s later
+    read_statuses(tmp_path, "sw", update_cache=True)
+    assert _cache_rows(sweep)["d.parquet"] == ("d", "completed")
+
+
+def test_a_broken_cache_is_ignored_and_replaced(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    (sweep / STATUS_CACHE).write_bytes(b"PAR1 not really")
+    expected = {"a": "completed", "b": "diverged", "c": "error", "d": "completed"}
+    assert read_statuses(tmp_path, "sw") == expected
+    assert read_statuses(tmp_path, "sw", update_cache=True) == expected
+    assert set(_cache_rows(sweep)) == {"a.parquet", "b.parquet", "c.parquet"}
+
+
+def test_unreadable_summaries_are_never_cached_and_always_reported(tmp_path):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+    bad = sweep / "trials" / "bad.parquet"
+    bad.write_bytes(b"PAR1 truncated")
+    _age(bad, 60)
+    for _ in range(2):
+        unreadable: list[tuple[str, str]] = []
+        statuses = read_statuses(tmp_path, "sw", unreadable=unreadable, update_cache=True)
+        assert set(statuses) == {"a", "b", "c", "d"}
+        assert [os.path.basename(p) for p, _ in unreadable] == ["bad.parquet"]
+    assert "bad.parquet" not in _cache_rows(sweep)
+
+
+def test_a_store_that_refuses_the_cache_still_gives_statuses(tmp_path, monkeypatch):
+    sweep = _sweep_with_settled_and_fresh(tmp_path)
+
+    def refuse(table, where, **kwargs):
+        raise PermissionError(13, "read-only", str(where))
+
+    monkeypatch.setattr(pq, "write_table", refuse)
+    statuses = read_statuses(tmp_path, "sw", update_cache=True)
+    assert statuses == {"a": "completed", "b": "diverged", "c": "error", "d": "completed"}
+    assert not (sweep / STATUS_CACHE).exists()
+    assert not [p for p in sweep.iterdir() if p.name.endswith(".tmp")]

@@ -10,7 +10,15 @@ def test_quick_store_benchmark_prints_json_with_every_measurement(capsys):
     result = json.loads(capsys.readouterr().out)
     (row,) = result["sizes"]
     assert (row["trials"], row["planned"], row["steps_per_trial"]) == (30, 60, 200)
-    for key in ("write_ms_first", "write_ms_last", "load_s", "plain_load_s", "statuses_s"):
+    for key in (
+        "write_ms_first",
+        "write_ms_last",
+        "load_s",
+        "plain_load_s",
+        "statuses_s",
+        "resume_planning_cold_s",
+        "resume_planning_s",
+    ):
         assert row[key] > 0, key
     assert row["write_window"] == 10
 

@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import ast
+import inspect
+import itertools
+import pickle
 from pathlib import Path
 
 import pytest
 import yaml
 
+import trials.config
 from sweeps.spec import (
+    INDEPENDENT_FIELDS,
+    PlannedTrial,
     SpecError,
+    SweepSpec,
+    _plan_grid,
+    axis_values,
     bundled_specs,
     expand,
     load_spec,
+    make_trial,
     parse_spec,
     resolved_yaml,
 )
 from tests.sweeps.conftest import tiny_spec
-from trials.config import TrialConfig
+from trials.config import TrialConfig, apply_overrides
 
 # ---------------------------------------------------------------------------
 # Bundled specs
@@ -275,3 +286,197 @@ def test_asha_settings_from_the_spec() -> None:
     }
     assert parse_spec(tiny_spec(search={"kind": "optuna", "asha": True})).search.asha_config
     assert parse_spec(tiny_spec()).search.asha_config is None
+
+
+# ---------------------------------------------------------------------------
+# Expansion by parts: the same trials, ids and errors as validating every point
+# ---------------------------------------------------------------------------
+
+
+def _every_point(spec: SweepSpec) -> list[tuple[dict, TrialConfig, str]]:
+    """The grid with every point validated in full (how `expand` used to make it)."""
+    out, seen = [], set()
+    for combo in itertools.product(*axis_values(spec).values()):
+        overrides = {k: v for part in combo for k, v in part.items()}
+        config = TrialConfig.model_validate(apply_overrides(spec.base, overrides))
+        if config.trial_id() not in seen:
+            seen.add(config.trial_id())
+            out.append((overrides, config, config.trial_id()))
+    return out
+
+
+def _first_error(spec: SweepSpec, source: str) -> str:
+    """The message of the first grid point (in grid order) that fails on its own."""
+    for combo in itertools.product(*axis_values(spec).values()):
+        try:
+            make_trial(spec, {k: v for part in combo for k, v in part.items()}, source)
+        except SpecError as exc:
+            return str(exc)
+    raise AssertionError("every grid point is valid")
+
+
+GRIDS = {
+    "tiny": tiny_spec(),
+    "relative eta, warmups and seeds": tiny_spec(
+        grid={
+            "eta_trgt": {"relative_to": "lambda0", "values": [0.5, 1, 2]},
+            "warmup_steps": [1, 16],
+        },
+        seeds=[0, 1, 2, 3],
+    ),
+    "independent axes spelled twice": tiny_spec(
+        grid={"warmup_steps": [1, 4.0, 4], "init_scale": [1, 1.0, 2], "eta_trgt": [0.1]}
+    ),
+    "an axis the id leaves out": tiny_spec(
+        grid={"checkpoint_every": [0, 5], "eta_trgt": [0.05, 0.1]}, seeds=[0, 1]
+    ),
+    "nullable and validated independent fields": tiny_spec(
+        grid={
+            "batch_size": [None, 32],
+            "device": ["cpu", "auto"],
+            "dtype": ["float32", "float64"],
+            "stuck_loss": [None, 2],
+        }
+    ),
+    "swept seed beside a base seed": tiny_spec(
+        grid={"init_seed": [1, 2], "eta_trgt": [0.1]},
+        seeds=[5],
+        base={**tiny_spec()["base"], "init_seed": 3, "num_steps": 7},
+    ),
+    "coupled nested axes": tiny_spec(
+        grid={
+            "model.width": [8, 16],
+            "optimizer.name": ["sgd", "adam"],
+            "warmup_steps": [1, 4],
+            "eta_trgt": [0.01, 0.1],
+        },
+        seeds=[0, 1],
+    ),
+    "whole section and its option": tiny_spec(
+        grid={
+            "model": [{"name": "fcn", "width": 8, "depth": 2}, {"name": "fcn", "depth": 3}],
+            "model.width": [4, 12],
+            "num_steps": [5, 10],
+        }
+    ),
+    "adaptive warmup fills its defaults": tiny_spec(
+        grid={"warmup_shape": ["linear", "adaptive"], "warmup_steps": [1, 8], "eta_trgt": [0.1]},
+        seeds=[0, 1],
+    ),
+    "eta_init against eta_trgt": tiny_spec(
+        grid={"eta_init": [0.0, 0.01], "eta_trgt": [0.05, 0.1], "eval_every": [0, 2]}
+    ),
+    "optuna range probes": tiny_spec(
+        grid={"eta_trgt": {"low": 0.01, "high": 1.0, "log": True}, "warmup_steps": [1, 2]},
+        search={"kind": "optuna", "num_samples": 3},
+    ),
+}
+
+
+@pytest.mark.parametrize("data", GRIDS.values(), ids=list(GRIDS))
+def test_expand_makes_the_trials_of_validating_every_point(data: dict) -> None:
+    spec = parse_spec(data)
+    assert _plan_grid(spec, axis_values(spec)) is not None  # checked by parts, not per point
+    expected = _every_point(spec)
+    planned = expand(spec)
+    assert [p.trial_id for p in planned] == [tid for _, _, tid in expected]
+    assert [p.overrides for p in planned] == [overrides for overrides, _, _ in expected]
+    for p, (overrides, config, trial_id) in zip(planned, expected, strict=True):
+        assert p.config == config
+        assert p.config.model_dump() == config.model_dump()
+        assert p.config.model_fields_set == config.model_fields_set
+        assert p.config.trial_id() == trial_id
+        assert p == PlannedTrial(overrides, config)
+        assert pickle.loads(pickle.dumps(p)) == p  # trials travel to Ray workers
+
+
+def test_expand_matches_full_validation_on_every_bundled_spec() -> None:
+    for path in bundled_specs().values():
+        spec, _ = load_spec(path)
+        expected = _every_point(spec)
+        planned = expand(spec)
+        assert [p.trial_id for p in planned] == [tid for _, _, tid in expected]
+        assert [p.config for p in planned] == [config for _, config, _ in expected]
+
+
+def test_a_known_trial_id_is_unchanged_by_expansion() -> None:
+    spec = parse_spec(tiny_spec())
+    config = TrialConfig.model_validate(apply_overrides(spec.base, expand(spec)[3].overrides))
+    assert expand(spec)[3].trial_id == config.trial_id()
+
+
+BAD_GRIDS = {
+    "bad independent value": tiny_spec(grid={"eta_trgt": [0.1], "warmup_steps": [1, 0]}),
+    "bad value late in the grid": tiny_spec(
+        grid={"eta_trgt": [0.05, 0.1], "init_scale": [1, 2, -1]}, seeds=[0, 1]
+    ),
+    "two bad fields at one point": tiny_spec(
+        grid={"warmup_steps": [4, 0], "num_steps": [0, 5], "eta_trgt": [0.1]}
+    ),
+    "field validator": tiny_spec(grid={"device": ["cpu", "tpu"], "eta_trgt": [0.1]}),
+    "wrong type": tiny_spec(grid={"warmup_steps": [1, "four"], "eta_trgt": [0.1]}),
+    "two axes that clash": tiny_spec(
+        grid={"warmup_shape": ["adaptive", "linear"], "adaptive_safety": [0.5], "eta_trgt": [0.1]}
+    ),
+    "sharpness batch options that clash": tiny_spec(
+        grid={"sharpness_batch": ["fixed", "current"], "sharpness_batch_size": [None, 16]}
+    ),
+    "eta_init above eta_trgt at one point": tiny_spec(
+        grid={"eta_init": [0.0, 0.5], "eta_trgt": [1.0, 0.1], "warmup_steps": [1, 2]}
+    ),
+    "bad nested value after a good one": tiny_spec(
+        grid={"model.width": [16, 0], "warmup_steps": [1, 2], "eta_trgt": [0.1]}
+    ),
+    "not a nested section": tiny_spec(grid={"num_steps.x": [1], "eta_trgt": [0.1]}),
+}
+
+
+@pytest.mark.parametrize("data", BAD_GRIDS.values(), ids=list(BAD_GRIDS))
+def test_a_bad_grid_point_gives_the_message_of_validating_it_alone(data: dict) -> None:
+    spec = SweepSpec.model_validate(data)
+    expected = _first_error(spec, "s.yaml")
+    with pytest.raises(SpecError) as info:
+        expand(spec, "s.yaml")
+    assert str(info.value) == expected
+    with pytest.raises(SpecError) as info:
+        parse_spec(data, "s.yaml")
+    assert str(info.value) == expected
+    assert "\n" not in expected
+
+
+def _names_read(function: ast.AST) -> set[str]:
+    """Attribute names and string constants in a function's body (not its decorators)."""
+    body = function.body if isinstance(function, ast.FunctionDef) else [function]
+    names = set()
+    for node in (n for stmt in body for n in ast.walk(stmt)):
+        if isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.Name):
+            names.add(node.id)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+    return names
+
+
+def test_no_validator_of_a_trial_config_reads_an_independent_field() -> None:
+    # `expand` validates each value of an independent field once, alone; that holds only
+    # while no model validator (or what it calls on the config) reads such a field.
+    assert INDEPENDENT_FIELDS.issubset(TrialConfig.model_fields)
+    module = ast.parse(inspect.getsource(trials.config))
+    trial_class = next(
+        n for n in module.body if isinstance(n, ast.ClassDef) and n.name == "TrialConfig"
+    )
+    read: set[str] = set()
+    for node in trial_class.body:
+        if isinstance(node, ast.FunctionDef) and node.name not in ("trial_id", "flat"):
+            decorators = {ast.unparse(d).split("(")[0] for d in node.decorator_list}
+            if "field_validator" in decorators:
+                # A field validator may see its own value only, not the other fields.
+                assert [a.arg for a in node.args.args] == ["cls", "value"], node.name
+            read |= _names_read(node)
+    for node in module.body:  # module constants the validators use, by name
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id in read for t in node.targets
+        ):
+            read |= _names_read(node.value)
+    assert not read & INDEPENDENT_FIELDS
