@@ -6,13 +6,17 @@ updates warming up on the targets both train, and (3) ends no more than 10% abov
 linear warmup's final train loss at the largest target both train.
 
 The bundled spec sweeps/specs/findings-adaptive-warmup.yaml itself (FCN-4-128, 512
-digits, MSE, full batch; SP and muP, SGD and Adam), run packed in this process.
+digits, MSE, full batch; SP and muP, SGD and Adam), run as two packs in two processes.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
 import pandas as pd
 import pytest
+import torch
 
 from sweeps.spec import expand, load_spec
 from trials.packed import run_pack
@@ -20,14 +24,17 @@ from trials.packed import run_pack
 FACETS = ["parameterization", "optimizer"]
 
 
+def _run_pack(pack: list) -> list[dict]:
+    torch.set_num_threads(1)  # one core per pack, as a Ray worker with resources.cpu 1
+    return [r.summary for r in run_pack(pack)]
+
+
 def _sweep() -> pd.DataFrame:
     spec, _ = load_spec("findings-adaptive-warmup")
     configs = [p.config.model_copy(update={"device": "cpu"}) for p in expand(spec)]
-    rows = []
-    for param in ("sp", "mup"):
-        pack = [c for c in configs if c.parameterization == param]
-        rows += [r.summary for r in run_pack(pack)]
-    trials = pd.DataFrame(rows)
+    packs = [[c for c in configs if c.parameterization == p] for p in ("sp", "mup")]
+    with ProcessPoolExecutor(len(packs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        trials = pd.DataFrame([row for rows in pool.map(_run_pack, packs) for row in rows])
     assert not (trials["status"] == "error").any(), trials.loc[trials.status == "error", "error"]
     return trials
 
