@@ -137,7 +137,7 @@ def test_a_packed_cli_sweep_over_the_plugin_ends_in_a_phase_diagram(tmp_path, ca
         ray.shutdown()
     captured = capsys.readouterr()
     assert code == 0, captured.out + captured.err
-    assert "2 packs of up to 4 trials" in captured.out + captured.err
+    assert "2 packs, each training up to 4 trials at once" in captured.out + captured.err
 
     sweep = results / "plugin-sweep"
     trials = pd.read_parquet(sweep / "trials")
