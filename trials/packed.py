@@ -81,6 +81,7 @@ MEMBER_FIELDS = frozenset(
     }
 )
 FORWARDS = ("auto", "batched", "vmap")
+CALIBRATION_S = 0.25  # shortest timing of a calibration: a few steps of a small model are noise
 
 Params = dict[str, torch.Tensor]
 
@@ -746,7 +747,8 @@ def training_rates(
     config: TrialConfig, k: int, *, steps: int = 3, problem: Problem | None = None
 ) -> tuple[float, float]:
     """Trial-steps per second of plain training steps (SGD, no curvature): one trial at a
-    time, and `k` trials packed. A short calibration for choosing a pack size."""
+    time, and `k` trials packed, each timed over at least `steps` steps and
+    `CALIBRATION_S` seconds. A short calibration for choosing a pack size."""
     problem = problem or Problem(config)
     model = problem.build_model(config.init_seed)
     idx = problem.batch(1)
@@ -774,9 +776,10 @@ def training_rates(
 
     def rate(step: Callable[[], None], trials: int) -> float:
         step()  # warm-up: allocations and first-call dispatch
-        start = time.perf_counter()
-        for _ in range(steps):
+        done, start = 0, time.perf_counter()
+        while done < steps or time.perf_counter() - start < CALIBRATION_S:
             step()
-        return trials * steps / (time.perf_counter() - start)
+            done += 1
+        return trials * done / (time.perf_counter() - start)
 
     return rate(one_step, 1), rate(packed_step, k)
