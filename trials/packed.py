@@ -13,8 +13,9 @@ of the sum gives every member's HVP (`curvature.BlockHVPOperator`) and one
 batched Lanczos measures every member's sharpness. Each member follows the
 trial rules of `trials.trial` (divergence, stuck, rows, eta_c, schedules). A
 member that ends (diverged, stuck, completed, error) writes its own files at
-once and its rows leave the stacked tensors, so a pack's cost tracks the steps
-its members actually run. Every `checkpoint_every` updates the whole pack state
+once and its rows leave the stacked tensors; with `slots` fewer than the trials,
+the next waiting trial takes its place at its own update 1 (continuous
+batching), so a pack's cost tracks the steps its members actually run. Every `checkpoint_every` updates the whole pack state
 (parameters, optimizer states, generators, records) goes to `checkpoint`;
 `resume` continues from such a state with the values of an uninterrupted run.
 """
