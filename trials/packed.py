@@ -22,6 +22,7 @@ batching), so a pack's cost tracks the steps its members actually run. Every `ch
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -231,18 +232,15 @@ class _Pack:
         self.sharp_opts = dict(tol=c.sharpness_tol, max_iter=c.sharpness_max_iter)
 
     def cohort(self, indices: list[int], start: int) -> _Pack:
-        """A pack of members `indices` alone, starting after pack iteration `start`."""
+        """A pack of members `indices` alone, fresh from their init, starting after pack
+        iteration `start` (one optimizer group per optimizer config)."""
         new = _Pack.__new__(_Pack)
         new.__dict__.update(self.__dict__)  # same model, forward and problem
         new.params, new.rows, new.groups = {}, [], []
-        new.add(sorted(indices, key=lambda i: _optimizer_key(self.members[i].config)), start)
-        return new
-
-    def add(self, indices: list[int], start: int) -> None:
-        """Members `indices` (sorted by optimizer) join as new rows, fresh from their init."""
-        problem = self.problem
+        problem, key = self.problem, lambda i: _optimizer_key(self.members[i].config)
+        order = sorted(indices, key=key)
         named = []
-        for i in indices:
+        for i in order:
             m = self.members[i]
             model = problem.build_model(m.config.init_seed, m.config.init_scale)
             if _forward_multipliers(model) != self.multipliers:  # the shared forward is wrong
@@ -250,17 +248,13 @@ class _Pack:
             named.append(dict(model.named_parameters()))
             m.start = start
             m.generator = torch.Generator(problem.device).manual_seed(m.config.init_seed)
+        groups = [
+            _OptGroup(same, make_optimizer(self.members[same[0]].config, self.model))
+            for same in (list(g) for _, g in itertools.groupby(order, key=key))
+        ]
         stacked = {name: torch.stack([p[name].detach() for p in named]) for name in named[0]}
-        self.join(stacked, indices)
-        for i in indices:
-            c = self.members[i].config
-            last = (
-                self.groups[-1] if self.groups and self.groups[-1].members[0] in indices else None
-            )
-            if last and _optimizer_key(self.members[last.members[0]].config) == _optimizer_key(c):
-                last.members.append(i)
-            else:
-                self.groups.append(_OptGroup([i], make_optimizer(c, self.model)))
+        new.join(stacked, order, groups)
+        return new
 
     def join(self, stacked: Params, rows: list[int], groups: Sequence[_OptGroup] = ()) -> None:
         """Rows `rows` with parameters `stacked` (and their optimizer groups) join the pack."""
@@ -514,6 +508,7 @@ class _Loop:
         self.ending.add(i)
 
     def leave(self) -> None:
+        """The ended members' rows leave the pack."""
         self.pack.remove(self.ending)
         self.ending.clear()
 
