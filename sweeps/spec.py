@@ -15,7 +15,6 @@ dotted path of the field (`base.model.width: ...`, or for a bad grid value
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import operator
@@ -28,7 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from results.schema import validate_name
-from trials.config import TrialConfig, apply_overrides
+from trials.config import TrialConfig, apply_overrides, fields_with, id_of, id_pieces
 
 SPEC_PACKAGE = "sweeps.specs"
 
@@ -348,59 +347,12 @@ def axis_values(spec: SweepSpec) -> dict[str, list[dict[str, Any]]]:
 
 
 # Top-level `TrialConfig` fields that no model validator reads and whose field
-# validators look at the value alone: a value of one of them is valid, and resolves to
-# the same value, whatever the other fields hold. `expand` validates each value of an
-# axis that sets only such fields once, and each combination of the other ("coupled")
-# axes once, instead of every grid point. Any field not listed counts as coupled, so
-# a new field is safe; tests/sweeps/test_spec.py checks the list against the source of
-# TrialConfig's validators.
-INDEPENDENT_FIELDS: frozenset[str] = frozenset(
-    {
-        "init_seed",
-        "data_seed",
-        "init_scale",
-        "last_init_scale",
-        "simple_mup",
-        "mup_constants",
-        "warmup_steps",
-        "warmup_power",
-        "eta_min",
-        "num_steps",
-        "batch_size",
-        "sharpness_every",
-        "lambda0_batches",
-        "sharpness_tol",
-        "sharpness_max_iter",
-        "eval_every",
-        "measure_eta_c",
-        "checkpoint_every",
-        "catapult_rtol",
-        "catapult_check_steps",
-        "divergence_factor",
-        "stuck_accuracy_factor",
-        "stuck_loss",
-        "device",
-        "dtype",
-    }
-)
-
-
-def _id_fields(config: TrialConfig) -> dict[str, Any]:
-    """What `TrialConfig.trial_id` hashes (every use below is checked against it)."""
-    return config.model_dump(
-        mode="json", exclude={"checkpoint_every": True, "dataset": {"data_dir"}}
-    )
-
-
-def _piece(key: str, value: Any) -> str:
-    """`"key": value` as `json.dumps(..., sort_keys=True)` writes it inside an object."""
-    return f"{json.dumps(key)}: {json.dumps(value, sort_keys=True)}"
-
-
-def _id_of(pieces: list[str]) -> str:
-    """The trial id of the config whose sorted top-level `_piece`s these are."""
-    canonical = "{" + ", ".join(pieces) + "}"
-    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+# validators look at the value alone (`FieldRole.independent`): a value of one of them is
+# valid, and resolves to the same value, whatever the other fields hold. `expand`
+# validates each value of an axis that sets only such fields once, and each combination
+# of the other ("coupled") axes once, instead of every grid point.
+# tests/sweeps/test_spec.py checks the roles against the source of TrialConfig's validators.
+INDEPENDENT_FIELDS: frozenset[str] = fields_with(TrialConfig, independent=True)
 
 
 @dataclass
@@ -412,13 +364,9 @@ class _Combo:
     slots: dict[str, int]  # position of each top-level key in `pieces`
 
 
-def _combo(config: TrialConfig) -> _Combo | None:
-    fields = _id_fields(config)
-    keys = sorted(fields)
-    pieces = [_piece(k, fields[k]) for k in keys]
-    if _id_of(pieces) != config.trial_id():
-        return None  # the id is made differently from `_id_fields`: validate each point
-    return _Combo(config, pieces, {k: i for i, k in enumerate(keys)})
+def _combo(config: TrialConfig) -> _Combo:
+    fields = config.id_fields()
+    return _Combo(config, id_pieces(fields), {k: i for i, k in enumerate(sorted(fields))})
 
 
 @dataclass
@@ -462,7 +410,7 @@ def _plan_grid(spec: SweepSpec, axes: dict[str, list[dict[str, Any]]]) -> _GridP
         for index in itertools.product(*(range(len(parts[i])) for i in coupled)):
             overrides = _merged(parts[i][j] for i, j in zip(coupled, index, strict=True))
             combo = _combo(TrialConfig.model_validate(apply_overrides(spec.base, overrides)))
-            if combo is None or (combos and combo.slots != next(iter(combos.values())).slots):
+            if combos and combo.slots != next(iter(combos.values())).slots:
                 return None
             combos[index] = combo
         first_index = next(iter(combos))
@@ -477,12 +425,12 @@ def _plan_grid(spec: SweepSpec, axes: dict[str, list[dict[str, Any]]]) -> _GridP
                 if config != first.config.model_copy(update=fields):
                     return None
                 dumped = config.model_dump(mode="json", include=set(part))
-                pieces = {k: _piece(k, dumped[k]) for k in part if k in first.slots}
-                if j == 0:  # an axis's fields enter the id as `_id_fields` says
+                pieces = {k: id_pieces({k: dumped[k]})[0] for k in part if k in first.slots}
+                if j == 0:  # the axis's pieces in place of the base's make the point's id
                     check = list(first.pieces)
                     for k, piece in pieces.items():
                         check[first.slots[k]] = piece
-                    if _id_of(check) != config.trial_id():
+                    if id_of(check) != config.trial_id():
                         return None
                 values[i, j] = fields, pieces
     except ValueError:  # ValidationError too
@@ -527,7 +475,7 @@ def expand(spec: SweepSpec, source: str = "spec") -> list[PlannedTrial]:
             for _, positioned in updates:
                 for slot, piece in positioned:
                     pieces[slot] = piece
-        trial_id = _id_of(pieces)
+        trial_id = id_of(pieces)
         if trial_id not in seen:  # e.g. two spellings of the same value
             seen.add(trial_id)
             planned.append(

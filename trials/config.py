@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -32,6 +33,70 @@ ADAPTIVE_DEFAULTS = {
     "adaptive_growth": adaptive.DEFAULT_GROWTH,
     "adaptive_every": adaptive.DEFAULT_EVERY,
 }
+
+
+@dataclass(frozen=True)
+class FieldRole:
+    """How the rest of the tool treats a config field (attached with `Annotated`).
+
+    - `member`: trials of one pack may differ in it (everything else the pack shares:
+      model, data, batches, measurement schedule, dtype).
+    - `independent`: no model validator reads it and its own validators look at its
+      value alone, so a value is valid, and resolves the same, whatever the other fields
+      hold (the grid is validated by parts on this: `sweeps.grid`).
+    - `hashed`: part of the trial id (only fields that cannot change results are not).
+    """
+
+    member: bool = False
+    independent: bool = False
+    hashed: bool = True
+
+
+MEMBER = FieldRole(member=True)
+INDEPENDENT = FieldRole(independent=True)
+MEMBER_INDEPENDENT = FieldRole(member=True, independent=True)
+UNHASHED = FieldRole(independent=True, hashed=False)
+
+
+def _role(model: type[BaseModel], name: str) -> FieldRole:
+    found = [m for m in model.model_fields[name].metadata if isinstance(m, FieldRole)]
+    return found[0] if found else FieldRole()
+
+
+def fields_with(model: type[BaseModel], **wanted: bool) -> frozenset[str]:
+    """Top-level fields of `model` whose `FieldRole` has every attribute in `wanted`
+    (e.g. `fields_with(TrialConfig, member=True)`)."""
+    return frozenset(
+        name
+        for name in model.model_fields
+        if all(getattr(_role(model, name), k) == v for k, v in wanted.items())
+    )
+
+
+def _unhashed(model: type[BaseModel]) -> dict[str, Any]:
+    """pydantic's `exclude` for the fields (nested too) that are not part of the id."""
+    out: dict[str, Any] = {}
+    for name, info in model.model_fields.items():
+        if not _role(model, name).hashed:
+            out[name] = True
+        elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            nested = _unhashed(info.annotation)
+            if nested:
+                out[name] = set(nested)
+    return out
+
+
+def id_pieces(fields: dict[str, Any]) -> list[str]:
+    """The canonical text of each top-level item of `fields`, in sorted key order: a
+    trial id hashes exactly these (`id_of`)."""
+    return [f"{json.dumps(k)}: {json.dumps(fields[k], sort_keys=True)}" for k in sorted(fields)]
+
+
+def id_of(pieces: list[str]) -> str:
+    """The trial id of the config whose `id_pieces` these are: 16 hex digits of the
+    SHA-256 of `json.dumps(fields, sort_keys=True)`."""
+    canonical = "{" + ", ".join(pieces) + "}"
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
 class _Strict(BaseModel):
@@ -95,7 +160,7 @@ class DatasetConfig(_Strict):
     name: str = "digits"
     train_size: int | None = Field(default=None, gt=0)
     test_size: int | None = Field(default=None, gt=0)
-    data_dir: str | None = None
+    data_dir: Annotated[str | None, UNHASHED] = None  # where archives live: not in the id
     standardize: bool = True
 
     @model_validator(mode="before")
@@ -184,47 +249,49 @@ class TrialConfig(BaseModel):
     dataset: DatasetConfig = DatasetConfig()
     loss: Literal["mse", "xent"] = "mse"
     parameterization: str = "sp"
-    init_scale: float = Field(default=2.0, gt=0)
-    last_init_scale: float = Field(default=1.0, gt=0)
-    simple_mup: bool = False
-    mup_constants: Literal["paper", "unit"] = "paper"
-    optimizer: OptimizerConfig = OptimizerConfig()
+    init_scale: Annotated[float, MEMBER_INDEPENDENT] = Field(default=2.0, gt=0)
+    last_init_scale: Annotated[float, INDEPENDENT] = Field(default=1.0, gt=0)
+    simple_mup: Annotated[bool, INDEPENDENT] = False
+    mup_constants: Annotated[Literal["paper", "unit"], INDEPENDENT] = "paper"
+    optimizer: Annotated[OptimizerConfig, MEMBER] = OptimizerConfig()
 
-    eta_trgt: float = Field(default=1.0, gt=0)
-    eta_trgt_relative_to: Literal["absolute", "lambda0"] = "absolute"
-    eta_init: float | Literal["catapult"] = 0.0
-    warmup_steps: int = Field(default=1, gt=0)
-    warmup_shape: str | None = None
-    warmup_power: float = Field(default=1.0, gt=0)
-    adaptive_safety: float | None = Field(default=None, gt=0, le=1)
-    adaptive_growth: float | None = Field(default=None, gt=0)
-    adaptive_every: int | None = Field(default=None, gt=0)
-    decay: str = "constant"
-    eta_min: float = Field(default=0.0, ge=0)
+    eta_trgt: Annotated[float, MEMBER] = Field(default=1.0, gt=0)
+    eta_trgt_relative_to: Annotated[Literal["absolute", "lambda0"], MEMBER] = "absolute"
+    eta_init: Annotated[float | Literal["catapult"], MEMBER] = 0.0
+    warmup_steps: Annotated[int, MEMBER_INDEPENDENT] = Field(default=1, gt=0)
+    warmup_shape: Annotated[str | None, MEMBER] = None
+    warmup_power: Annotated[float, MEMBER_INDEPENDENT] = Field(default=1.0, gt=0)
+    adaptive_safety: Annotated[float | None, MEMBER] = Field(default=None, gt=0, le=1)
+    adaptive_growth: Annotated[float | None, MEMBER] = Field(default=None, gt=0)
+    adaptive_every: Annotated[int | None, MEMBER] = Field(default=None, gt=0)
+    decay: Annotated[str, MEMBER] = "constant"
+    eta_min: Annotated[float, MEMBER_INDEPENDENT] = Field(default=0.0, ge=0)
 
-    num_steps: int = Field(default=100, gt=0)
-    batch_size: int | None = Field(default=None, gt=0)
-    init_seed: int = Field(default=0, ge=0)
-    data_seed: int = Field(default=0, ge=0)
+    num_steps: Annotated[int, INDEPENDENT] = Field(default=100, gt=0)
+    batch_size: Annotated[int | None, INDEPENDENT] = Field(default=None, gt=0)
+    init_seed: Annotated[int, MEMBER_INDEPENDENT] = Field(default=0, ge=0)
+    data_seed: Annotated[int, INDEPENDENT] = Field(default=0, ge=0)
 
-    sharpness_every: int = Field(default=0, ge=0)
+    sharpness_every: Annotated[int, INDEPENDENT] = Field(default=0, ge=0)
     sharpness_batch: Literal["fixed", "current"] = "fixed"
     sharpness_batch_size: int | None = Field(default=None, gt=0)
-    lambda0_batches: int = Field(default=10, gt=0)
-    sharpness_tol: float = Field(default=1e-3, gt=0)
-    sharpness_max_iter: int = Field(default=100, gt=1)
-    eval_every: int = Field(default=0, ge=0)
-    measure_eta_c: bool = False
-    checkpoint_every: int = Field(default=0, ge=0)  # 0: never (Ray Tune checkpoints)
-    catapult_rtol: float = Field(default=0.01, gt=0, lt=1)
-    catapult_check_steps: int = Field(default=10, ge=0)
+    lambda0_batches: Annotated[int, INDEPENDENT] = Field(default=10, gt=0)
+    sharpness_tol: Annotated[float, INDEPENDENT] = Field(default=1e-3, gt=0)
+    sharpness_max_iter: Annotated[int, INDEPENDENT] = Field(default=100, gt=1)
+    eval_every: Annotated[int, INDEPENDENT] = Field(default=0, ge=0)
+    measure_eta_c: Annotated[bool, MEMBER_INDEPENDENT] = False
+    checkpoint_every: Annotated[int, UNHASHED] = Field(
+        default=0, ge=0
+    )  # 0: never (Ray Tune checkpoints)
+    catapult_rtol: Annotated[float, MEMBER_INDEPENDENT] = Field(default=0.01, gt=0, lt=1)
+    catapult_check_steps: Annotated[int, MEMBER_INDEPENDENT] = Field(default=10, ge=0)
 
-    divergence_factor: float = Field(default=1000.0, gt=1)
-    stuck_accuracy_factor: float = Field(default=1.5, gt=0)
-    stuck_loss: float | None = Field(default=None, gt=0)
+    divergence_factor: Annotated[float, MEMBER_INDEPENDENT] = Field(default=1000.0, gt=1)
+    stuck_accuracy_factor: Annotated[float, MEMBER_INDEPENDENT] = Field(default=1.5, gt=0)
+    stuck_loss: Annotated[float | None, MEMBER_INDEPENDENT] = Field(default=None, gt=0)
 
-    device: str = "auto"
-    dtype: Literal["float32", "float64"] = "float32"
+    device: Annotated[str, INDEPENDENT] = "auto"
+    dtype: Annotated[Literal["float32", "float64"], INDEPENDENT] = "float32"
 
     @model_validator(mode="before")
     @classmethod
@@ -310,11 +377,11 @@ class TrialConfig(BaseModel):
         it affects. Checkpoint frequency and where the data lives on this machine cannot
         change results: they are not part of the id.
         """
-        fields = self.model_dump(
-            mode="json", exclude={"checkpoint_every": True, "dataset": {"data_dir"}}
-        )
-        canonical = json.dumps(fields, sort_keys=True)
-        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+        return id_of(id_pieces(self.id_fields()))
+
+    def id_fields(self) -> dict[str, Any]:
+        """The resolved config as JSON data, without the fields that are not hashed."""
+        return self.model_dump(mode="json", exclude=_UNHASHED)
 
     def flat(self) -> dict[str, Any]:
         """Flat columns for the trials table: `model`, `model_width`, `optimizer_beta1`, ...
@@ -354,3 +421,7 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = child
         node[leaf] = value
     return out
+
+
+# Read once: the id of every trial excludes these (see `FieldRole.hashed`).
+_UNHASHED = _unhashed(TrialConfig)

@@ -33,7 +33,7 @@ from typing import Any
 import torch
 from torch.func import functional_call, vmap
 
-from trials.config import TrialConfig
+from trials.config import TrialConfig, fields_with
 from trials.rates import TrialRates
 from trials.trial import (
     STEP_COLUMNS,
@@ -57,31 +57,9 @@ from warmup_core import curvature
 from warmup_core.models import FCN, WarmupModel, vmap_forward
 from warmup_core.optim import Adam, Optimizer
 
-# Config fields members of one pack may differ in; everything else must be equal.
-MEMBER_FIELDS = frozenset(
-    {
-        "eta_trgt",
-        "eta_trgt_relative_to",
-        "eta_init",
-        "warmup_steps",
-        "warmup_shape",
-        "warmup_power",
-        "adaptive_safety",
-        "adaptive_growth",
-        "adaptive_every",
-        "decay",
-        "eta_min",
-        "optimizer",
-        "init_scale",
-        "init_seed",
-        "measure_eta_c",
-        "catapult_rtol",
-        "catapult_check_steps",
-        "divergence_factor",
-        "stuck_accuracy_factor",
-        "stuck_loss",
-    }
-)
+# Config fields members of one pack may differ in (`FieldRole.member`); everything else
+# must be equal.
+MEMBER_FIELDS = fields_with(TrialConfig, member=True)
 FORWARDS = ("auto", "batched", "vmap")
 CALIBRATION_S = 0.25  # shortest timing of a calibration: a few steps of a small model are noise
 
