@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from trials.config import TrialConfig
-from trials.trial import Problem, critical_lr, make_optimizer, with_l2
+from trials.problem import Problem, critical_lr, make_optimizer
 from warmup_core import curvature
+
+__all__ = ["probe"]
 
 
 def probe(config: TrialConfig, problem: Problem | None = None) -> dict[str, Any]:
@@ -54,3 +57,10 @@ def probe(config: TrialConfig, problem: Problem | None = None) -> dict[str, Any]
         out["sgd_max_stable_lr"] = optimizer.largest_stable_rate(lambda0)
     out["seconds"] = time.perf_counter() - start
     return out
+
+
+def with_l2(loss_fn: Callable, l2: float) -> Callable:
+    """`loss_fn` plus `l2 / 2 * |theta|^2`: its Hessian is H + l2 I (coupled weight decay)."""
+    if not l2:
+        return loss_fn
+    return lambda params: loss_fn(params) + 0.5 * l2 * sum(p.pow(2).sum() for p in params.values())

@@ -12,15 +12,44 @@ quantity its stability threshold bounds. `end_step` is the first update run at
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
 
 from trials.config import TrialConfig
-from trials.trial import resolve_etas, resolve_schedule
 from warmup_core.adaptive import AdaptiveState, AdaptiveWarmup
 from warmup_core.optim import build_optimizer
-from warmup_core.schedules import warmup_end_step
+from warmup_core.schedules import Schedule
+
+__all__ = ["TrialRates", "resolve_etas", "schedule_of"]
+
+
+def resolve_etas(config: TrialConfig, lambda0: float, eta_c: float | None) -> tuple[float, float]:
+    """Absolute eta_trgt and eta_init, from lambda0 and eta_c."""
+    eta_trgt = (
+        config.eta_trgt / lambda0 if config.eta_trgt_relative_to == "lambda0" else config.eta_trgt
+    )
+    eta_init = eta_c if config.eta_init == "catapult" else config.eta_init
+    if not (math.isfinite(eta_trgt) and eta_trgt > 0):
+        raise ValueError(f"eta_trgt: resolved to {eta_trgt} (lambda0 = {lambda0})")
+    return eta_trgt, eta_init
+
+
+def schedule_of(config: TrialConfig, eta_trgt: float, eta_init: float) -> Schedule:
+    """The config's schedule at absolute `eta_trgt` and `eta_init` (for adaptive warmup,
+    the linear schedule it replaces: its floor and its decay)."""
+    adaptive = config.warmup_shape == "adaptive"
+    return Schedule(
+        eta_trgt=eta_trgt,
+        warmup_steps=config.warmup_steps,
+        eta_init=eta_init,
+        shape="linear" if adaptive else config.resolved_warmup_shape,
+        power=config.warmup_power,
+        decay=config.decay,
+        num_steps=config.num_steps,
+        eta_min=config.eta_min,
+    )
 
 
 class TrialRates:
@@ -29,33 +58,22 @@ class TrialRates:
     def __init__(self, config: TrialConfig, lambda0: float, eta_c: float | None) -> None:
         self.adaptive = config.warmup_shape == "adaptive"
         self.is_adam = config.optimizer.is_adam
+        self.eta_trgt, self.eta_init = resolve_etas(config, lambda0, eta_c)
+        schedule = schedule_of(config, self.eta_trgt, self.eta_init)
         if self.adaptive:
-            self.eta_trgt, self.eta_init = resolve_etas(config, lambda0, eta_c)
+            optimizer = build_optimizer(config.optimizer.name, **config.optimizer.options())
             self.controller = AdaptiveWarmup(
-                eta_trgt=self.eta_trgt,
-                largest_stable_rate=build_optimizer(
-                    config.optimizer.name, **config.optimizer.options()
-                ).largest_stable_rate,
-                warmup_steps=config.warmup_steps,
-                eta_init=self.eta_init,
+                schedule,
+                optimizer.largest_stable_rate,
                 safety=config.adaptive_safety,
                 growth=config.adaptive_growth,
                 every=config.adaptive_every,
-                decay=config.decay,
-                num_steps=config.num_steps,
-                eta_min=config.eta_min,
             )
             self.state = self.controller.init()
         else:
-            self.eta_trgt, self.eta_init, schedule = resolve_schedule(config, lambda0, eta_c)
             steps = torch.arange(1, config.num_steps + 1)
             self._table = schedule(steps).to(torch.float64).tolist()
-            self._end = warmup_end_step(
-                eta_trgt=self.eta_trgt,
-                warmup_steps=config.warmup_steps,
-                eta_init=self.eta_init,
-                shape=config.resolved_warmup_shape,
-            )
+            self._end = schedule.end_step
 
     def measures_at(self, t: int) -> bool:
         """Whether the rate of update t needs the curvature measured at its start."""

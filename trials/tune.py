@@ -31,7 +31,9 @@ from ray import tune
 from ray.tune import Checkpoint
 
 from trials.config import TrialConfig, apply_overrides
-from trials.trial import TrialStopped, run_trial
+from trials.loop import run_pack
+from trials.records import TrialStopped
+from trials.trial import run_trial
 
 ID_KEY = "sweep_trial_id"  # our trial id in a Tune result
 WRITE_WAIT_S = 120.0  # longest a stopping actor waits for its trial's files
@@ -198,8 +200,6 @@ def pack_trainable(
     report, and of every member, so progress counts each trial as it ends.
     """
     import ray
-
-    from trials.packed import run_pack
 
     torch.set_num_threads(max(1, int(cpus)))
     configs = [TrialConfig.model_validate(apply_overrides(base, o)) for o in config["pack"]]

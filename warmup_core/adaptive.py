@@ -34,9 +34,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from warmup_core.schedules import DECAYS, learning_rate
+from warmup_core.schedules import Schedule
 
 # Defaults of the config fields `adaptive_safety`, `adaptive_growth`, `adaptive_every`:
 # half the threshold (the rate sits at half the largest stable one, e.g. 1/lambda for
@@ -62,39 +62,44 @@ class AdaptiveState:
 class AdaptiveWarmup:
     """Hyperparameters of one adaptive warmup (rates absolute, steps 1-based).
 
-    `largest_stable_rate(c)` is the largest rate at which the optimizer's update is
-    stable at threshold-relevant curvature `c`, from the optimizer's stability rule
-    (`warmup_core.optim.Optimizer.largest_stable_rate`).
+    Args:
+        schedule: the linear schedule it replaces: its `eta_trgt`, `eta_init` and
+            `warmup_steps` make the floor, and its decay runs once warmup ends.
+        largest_stable_rate: `c -> ` the largest rate at which the optimizer's update is
+            stable at threshold-relevant curvature `c`, from the optimizer's stability rule
+            (`warmup_core.optim.Optimizer.largest_stable_rate`).
+        safety: the fraction of the stability constant the rate may use.
+        growth: the rate grows by at most a factor `1 + growth` per update.
+        every: updates between measurements during warmup.
     """
 
-    eta_trgt: float
+    schedule: Schedule
     largest_stable_rate: Callable[[float], float]
-    warmup_steps: int = 1
-    eta_init: float = 0.0
     safety: float = DEFAULT_SAFETY
     growth: float = DEFAULT_GROWTH
     every: int = DEFAULT_EVERY
-    decay: str = "constant"
-    num_steps: int | None = None
-    eta_min: float = 0.0
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.eta_trgt) and self.eta_trgt > 0):
-            raise ValueError(f"eta_trgt: must be positive and finite, got {self.eta_trgt!r}")
-        if not self.eta_init >= 0:  # at or above eta_trgt: the floor ends warmup at once
-            raise ValueError(f"eta_init: must be non-negative, got {self.eta_init!r}")
-        if self.warmup_steps < 1:
-            raise ValueError(f"warmup_steps: must be >= 1, got {self.warmup_steps!r}")
+        eta_trgt, eta_init = self.schedule.eta_trgt, self.schedule.eta_init
+        if not (math.isfinite(eta_trgt) and eta_trgt > 0):
+            raise ValueError(f"eta_trgt: must be positive and finite, got {eta_trgt!r}")
+        if not eta_init >= 0:  # at or above eta_trgt: the floor ends warmup at once
+            raise ValueError(f"eta_init: must be non-negative, got {eta_init!r}")
+        if self.schedule.shape != "linear":
+            raise ValueError(
+                f"schedule: adaptive warmup replaces a linear one, not {self.schedule.shape!r}"
+            )
         if not 0 < self.safety <= 1:
             raise ValueError(f"adaptive_safety: must be in (0, 1], got {self.safety!r}")
         if not self.growth > 0:
             raise ValueError(f"adaptive_growth: must be positive, got {self.growth!r}")
         if self.every < 1:
             raise ValueError(f"adaptive_every: must be >= 1, got {self.every!r}")
-        if self.decay not in DECAYS:
-            raise ValueError(f"decay: unknown value {self.decay!r}; allowed: {', '.join(DECAYS)}")
-        if self.decay != "constant" and self.num_steps is None:
-            raise ValueError(f"num_steps: required for decay {self.decay!r}")
+
+    @property
+    def eta_trgt(self) -> float:
+        """The target rate."""
+        return self.schedule.eta_trgt
 
     def init(self) -> AdaptiveState:
         """The state before update 1."""
@@ -106,34 +111,20 @@ class AdaptiveWarmup:
 
     def floor(self, t: int) -> float:
         """The linear warmup from `eta_init` over `warmup_steps`: the slowest allowed."""
-        return float(
-            learning_rate(
-                t, eta_trgt=self.eta_trgt, warmup_steps=self.warmup_steps, eta_init=self.eta_init
-            )
-        )
+        return float(replace(self.schedule, decay="constant")(t))
 
     def update(self, state: AdaptiveState, t: int, curvature: float | None) -> AdaptiveState:
         """The state after choosing the rate of update t (`.rate`), given the curvature
         measured at its start (None when not measured at t; a non-finite value is no
         information either)."""
         if state.end_step is not None:
-            return AdaptiveState(self._decayed(t, state.end_step), state.safe_rate, state.end_step)
+            # The schedule's decay, as if warmup had lasted `end_step` updates.
+            after = replace(self.schedule, warmup_steps=state.end_step, eta_init=self.eta_trgt)
+            decayed = after(t)
+            return AdaptiveState(float(decayed), state.safe_rate, state.end_step)
         safe = state.safe_rate
         if curvature is not None and math.isfinite(curvature):
             safe = self.largest_stable_rate(curvature / self.safety)
         ctrl = safe if state.rate is None else min(safe, (1 + self.growth) * state.rate)
         rate = min(self.eta_trgt, max(self.floor(t), ctrl))
         return AdaptiveState(rate, safe, t if rate >= self.eta_trgt else None)
-
-    def _decayed(self, t: int, end_step: int) -> float:
-        """Rate of update t after warmup ended at `end_step` (the schedules' decay rule)."""
-        return float(
-            learning_rate(
-                t,
-                eta_trgt=self.eta_trgt,
-                warmup_steps=end_step,
-                decay=self.decay,
-                num_steps=self.num_steps,
-                eta_min=self.eta_min,
-            )
-        )

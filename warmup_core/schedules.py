@@ -1,7 +1,7 @@
 """Learning-rate schedules: warmup from `eta_init` to `eta_trgt`, then decay.
 
 Every schedule is a pure function of the step. `step` counts updates from 1:
-the learning rate of the t-th update is `learning_rate(t, ...)`, so with
+the learning rate of the t-th update is `Schedule(...)(t)`, so with
 `warmup_steps = T` the T-th update is the first to use `eta_trgt`, and
 `warmup_steps = 1` means no warmup at all.
 
@@ -26,8 +26,11 @@ The sharpness-adaptive warmup, whose rates depend on measurements, is
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -60,83 +63,21 @@ def warmup_fraction(
     return min(1.0, step / warmup_steps) ** power
 
 
-def learning_rate(
-    step: ScalarOrTensor,
-    *,
-    eta_trgt: ScalarOrTensor,
-    warmup_steps: ScalarOrTensor = 1,
-    eta_init: ScalarOrTensor = 0.0,
-    shape: str = "linear",
-    power: float = 1.0,
-    decay: str = "constant",
-    num_steps: int | None = None,
-    eta_min: ScalarOrTensor = 0.0,
-) -> ScalarOrTensor:
-    """Learning rate of the `step`-th update (1-based) under warmup then decay."""
-    _check_choice("warmup_shape", shape, WARMUP_SHAPES)
-    _check_choice("decay", decay, DECAYS)
-    _check_positive("warmup_steps", warmup_steps)
-    _check_positive("eta_trgt", eta_trgt, allow_zero=True)
-    if decay != "constant" and num_steps is None:
-        raise ValueError(f"num_steps: required for decay {decay!r}")
-
-    tensor_mode = any(
-        isinstance(v, torch.Tensor) for v in (step, eta_trgt, warmup_steps, eta_init, eta_min)
-    )
-    if tensor_mode:
-        as64 = lambda v: torch.as_tensor(v, dtype=torch.float64)  # noqa: E731
-        step, eta_trgt, warmup_steps = as64(step), as64(eta_trgt), as64(warmup_steps)
-        eta_init, eta_min = as64(eta_init), as64(eta_min)
-        minimum, cos, where = torch.minimum, torch.cos, torch.where
-    else:
-        minimum, cos = min, math.cos
-        where = lambda c, a, b: a if c else b  # noqa: E731
-
-    if shape == "catapult":
-        warm = minimum(eta_init + eta_trgt * (step / warmup_steps), eta_trgt)
-    else:
-        frac = warmup_fraction(step, warmup_steps, power if shape == "polynomial" else 1.0)
-        warm = eta_init + (eta_trgt - eta_init) * frac
-
-    if decay == "constant":
-        return warm
-    span = num_steps - warmup_steps
-    # Guard the division when warmup fills the whole run; those steps never decay.
-    span = where(span > 0, span, 1) if tensor_mode else max(span, 1)
-    progress = (step - warmup_steps) / span
-    progress = progress.clamp(0.0, 1.0) if tensor_mode else min(max(progress, 0.0), 1.0)
-    if decay == "cosine":
-        decayed = eta_min + (eta_trgt - eta_min) * (1 + cos(math.pi * progress)) / 2
-    else:
-        decayed = eta_trgt + (eta_min - eta_trgt) * progress
-    return where(step > warmup_steps, decayed, warm)
-
-
-def warmup_end_step(
-    *,
-    eta_trgt: float,
-    warmup_steps: int = 1,
-    eta_init: float = 0.0,
-    shape: str = "linear",
-) -> int:
-    """The first update run at `eta_trgt`: `warmup_steps` for linear and polynomial
-    warmup, earlier for the catapult ramp, which starts at `eta_init`."""
-    _check_choice("warmup_shape", shape, WARMUP_SHAPES)
-    if shape != "catapult":
-        return warmup_steps
-    return next(
-        t
-        for t in range(1, warmup_steps + 1)
-        if learning_rate(
-            t, eta_trgt=eta_trgt, warmup_steps=warmup_steps, eta_init=eta_init, shape=shape
-        )
-        >= eta_trgt
-    )
-
-
 @dataclass(frozen=True)
 class Schedule:
-    """A learning-rate schedule with fixed hyperparameters: call it with a step."""
+    """A learning-rate schedule: its hyperparameters, and the rate of update `step` when
+    called (`schedule(t)`, t >= 1; a tensor of steps gives a float64 tensor of rates).
+
+    Args:
+        eta_trgt: the target rate (absolute), reached when warmup ends.
+        warmup_steps: T, the update that first runs at `eta_trgt` (1: no warmup).
+        eta_init: the rate warmup starts from (absolute).
+        shape: `linear`, `polynomial` (with `power`) or `catapult` (see the module).
+        power: exponent of the polynomial warmup.
+        decay: `constant`, `cosine` or `linear`, over updates T+1 .. `num_steps`.
+        num_steps: the last update (needed by the decays).
+        eta_min: the rate the decay ends at (absolute).
+    """
 
     eta_trgt: ScalarOrTensor
     warmup_steps: ScalarOrTensor = 1
@@ -148,18 +89,78 @@ class Schedule:
     eta_min: ScalarOrTensor = 0.0
 
     def __post_init__(self) -> None:
-        # Validate once, where the schedule is made, not at every step.
-        self(1)
+        # Validated once, where the schedule is made, not at every step.
+        _check_choice("warmup_shape", self.shape, WARMUP_SHAPES)
+        _check_choice("decay", self.decay, DECAYS)
+        _check_positive("warmup_steps", self.warmup_steps)
+        _check_positive("eta_trgt", self.eta_trgt, allow_zero=True)
+        if self.decay != "constant" and self.num_steps is None:
+            raise ValueError(f"num_steps: required for decay {self.decay!r}")
 
     def __call__(self, step: ScalarOrTensor) -> ScalarOrTensor:
-        return learning_rate(
-            step,
-            eta_trgt=self.eta_trgt,
-            warmup_steps=self.warmup_steps,
-            eta_init=self.eta_init,
-            shape=self.shape,
-            power=self.power,
-            decay=self.decay,
-            num_steps=self.num_steps,
-            eta_min=self.eta_min,
-        )
+        """The rate of update `step` (1-based)."""
+        values = (step, self.eta_trgt, self.warmup_steps, self.eta_init, self.eta_min)
+        if any(isinstance(v, torch.Tensor) for v in values):
+            step, eta_trgt, warmup_steps, eta_init, eta_min = (
+                torch.as_tensor(v, dtype=torch.float64) for v in values
+            )
+            ops = _TENSOR_OPS
+        else:
+            step, eta_trgt, warmup_steps, eta_init, eta_min = values
+            ops = _SCALAR_OPS
+        warm = self._warm(step, eta_trgt, warmup_steps, eta_init, ops)
+        if self.decay == "constant":
+            return warm
+        span = self.num_steps - warmup_steps
+        # Guard the division when warmup fills the whole run; those steps never decay.
+        progress = ops.clip((step - warmup_steps) / ops.where(span > 0, span, 1))
+        if self.decay == "cosine":
+            decayed = eta_min + (eta_trgt - eta_min) * (1 + ops.cos(math.pi * progress)) / 2
+        else:
+            decayed = eta_trgt + (eta_min - eta_trgt) * progress
+        return ops.where(step > warmup_steps, decayed, warm)
+
+    def _warm(self, step, eta_trgt, warmup_steps, eta_init, ops: _Ops) -> ScalarOrTensor:
+        """The warmup part of the rate (before any decay)."""
+        if self.shape == "catapult":
+            return ops.minimum(eta_init + eta_trgt * (step / warmup_steps), eta_trgt)
+        power = self.power if self.shape == "polynomial" else 1.0
+        return eta_init + (eta_trgt - eta_init) * warmup_fraction(step, warmup_steps, power)
+
+    @property
+    def end_step(self) -> int:
+        """The first update run at `eta_trgt`: `warmup_steps` for linear and polynomial
+        warmup, earlier for the catapult ramp, which starts at `eta_init`."""
+        if self.shape != "catapult":
+            return int(self.warmup_steps)
+        warmup = dataclasses.replace(self, decay="constant")
+        return next(t for t in range(1, int(self.warmup_steps) + 1) if warmup(t) >= self.eta_trgt)
+
+
+@dataclass(frozen=True)
+class _Ops:
+    """The elementwise operations a schedule needs, for Python numbers or tensors."""
+
+    minimum: Callable
+    cos: Callable
+    where: Callable
+    clip: Callable  # to [0, 1]
+
+
+_SCALAR_OPS = _Ops(
+    minimum=min,
+    cos=math.cos,
+    where=lambda c, a, b: a if c else b,
+    clip=lambda x: min(max(x, 0.0), 1.0),
+)
+_TENSOR_OPS = _Ops(
+    minimum=torch.minimum,
+    cos=torch.cos,
+    where=torch.where,
+    clip=lambda x: x.clamp(0.0, 1.0),
+)
+
+
+def learning_rate(step: ScalarOrTensor, **hyperparameters: Any) -> ScalarOrTensor:
+    """The rate of update `step` under `Schedule(**hyperparameters)` (same arguments)."""
+    return Schedule(**hyperparameters)(step)

@@ -34,7 +34,7 @@ def _spec(quick: bool, **changes: Any) -> SweepSpec:
 
 
 def _sequential(spec: SweepSpec, results: str) -> float:
-    from trials.trial import run_trial
+    from trials import run_trial
 
     start = time.perf_counter()
     for planned in expand(spec):

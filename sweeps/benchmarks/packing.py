@@ -91,8 +91,7 @@ def _flops_per_trial_step(config: TrialConfig, problem) -> float:
 def _in_process(
     model: dict[str, Any], ks: tuple[int, ...], num_steps: int, device: str = "cpu"
 ) -> list[dict]:
-    from trials.packed import run_pack
-    from trials.trial import Problem, run_trial
+    from trials import Problem, run_pack, run_trial
 
     problem = Problem(_configs(model, 1, num_steps, device)[0])
     flops = _flops_per_trial_step(_configs(model, 1, num_steps, device)[0], problem)
@@ -116,8 +115,7 @@ def _in_process(
 def _half_diverging(num_steps: int, device: str = "cpu") -> dict[str, Any]:
     """16 small-MLP trials, half at a rate that diverges within a few steps: packed
     against one at a time, with both runs' statuses."""
-    from trials.packed import run_pack
-    from trials.trial import Problem, run_trial
+    from trials import Problem, run_pack, run_trial
 
     configs = [
         c.model_copy(update={"eta_trgt": 50.0 if i % 2 else c.eta_trgt})

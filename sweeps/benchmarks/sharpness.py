@@ -304,8 +304,8 @@ def bench_tracking(
 ) -> dict:
     """Wall time of `steps` training updates with `sharpness_every` in `every`, and the
     largest relative difference of values measured at the same updates."""
+    from trials import Problem, run_trial
     from trials.config import TrialConfig
-    from trials.trial import Problem, run_trial
 
     configs = {
         e: TrialConfig.model_validate(

@@ -83,7 +83,7 @@ def measure(n: int) -> dict[str, Any]:
     """
     from results.store import load, read_statuses, sweep_dir, write_trial
     from sweeps.runner import pending_trials
-    from trials.trial import trial_summary
+    from trials import trial_summary
 
     spec = _spec(2 * n)
     expand_s, (pending, _) = _timed(lambda: pending_trials(spec, "/nonexistent-results"))

@@ -9,6 +9,7 @@ import pytest
 
 from warmup_core.adaptive import AdaptiveWarmup
 from warmup_core.optim import SGD, Adam
+from warmup_core.schedules import Schedule
 
 
 def _run(controller: AdaptiveWarmup, curvature_at, steps: int) -> tuple[list[float], list]:
@@ -22,8 +23,13 @@ def _run(controller: AdaptiveWarmup, curvature_at, steps: int) -> tuple[list[flo
     return rates, states
 
 
+CONTROL = ("growth", "every")
+
+
 def _gd(safety: float = 0.5, **fields) -> AdaptiveWarmup:
-    return AdaptiveWarmup(largest_stable_rate=SGD().largest_stable_rate, safety=safety, **fields)
+    """A GD controller; `fields` are schedule hyperparameters and `growth`, `every`."""
+    control = {k: fields.pop(k) for k in CONTROL if k in fields}
+    return AdaptiveWarmup(Schedule(**fields), SGD().largest_stable_rate, safety=safety, **control)
 
 
 # --------------------------------------------------------------- a 1-D quadratic
@@ -176,9 +182,8 @@ def test_a_target_that_diverges_without_warmup_trains_with_adaptive_warmup():
 def test_adam_uses_its_own_threshold_constant():
     beta1, safety = 0.9, 0.5
     adam = AdaptiveWarmup(
-        eta_trgt=1.0,
-        largest_stable_rate=Adam(beta1=beta1).largest_stable_rate,
-        warmup_steps=1000,
+        Schedule(eta_trgt=1.0, warmup_steps=1000),
+        Adam(beta1=beta1).largest_stable_rate,
         safety=safety,
     )
     rates, _ = _run(adam, lambda t: 1e4, 1)

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from warmup_core.schedules import Schedule, learning_rate, warmup_end_step
+from warmup_core.schedules import Schedule, learning_rate
 
 
 def test_linear_warmup_matches_formula_at_boundaries():
@@ -102,4 +102,4 @@ def test_bad_arguments_name_the_field(kwargs, field):
     ],
 )
 def test_warmup_end_step_is_the_first_update_at_the_target(kw, end):
-    assert warmup_end_step(**kw) == end
+    assert Schedule(**kw).end_step == end

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from sweeps.spec import expand, load_spec
-from trials.packed import run_pack
+from trials import run_pack
 
 FACETS = ["parameterization", "optimizer"]
 

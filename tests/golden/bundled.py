@@ -21,8 +21,8 @@ from typing import Any
 from sweeps.spec import bundled_specs, expand, load_spec
 from tests.trials.test_data import write_cifar
 from tests.trials.test_every_path import distinct_paths, shrink
+from trials import run_trial
 from trials.config import TrialConfig
-from trials.trial import run_trial
 
 GOLDEN = Path(__file__).with_name("bundled.json")
 SUMMARY_KEYS = (

@@ -20,8 +20,8 @@ from sweeps.cli import main
 from sweeps.packing import resolve_pack_size
 from sweeps.runner import init_ray
 from sweeps.spec import SpecError, expand, parse_spec
+from trials import Problem
 from trials.config import TrialConfig
-from trials.trial import Problem
 from warmup_core.models import MODEL_REGISTRY
 
 pytestmark = pytest.mark.usefixtures("resmlp_plugin", "one_torch_thread")

@@ -16,8 +16,7 @@ import torch
 
 from sweeps.spec import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
-from trials.packed import run_pack
-from trials.trial import run_trial
+from trials import run_pack, run_trial
 
 pytestmark = pytest.mark.slow
 

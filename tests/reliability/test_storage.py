@@ -13,7 +13,7 @@ import yaml
 
 from sweeps.spec import expand, parse_spec
 from tests.reliability.conftest import tiny_spec
-from trials.trial import run_trial
+from trials import run_trial
 
 
 @pytest.fixture
@@ -120,7 +120,7 @@ def test_sweep_with_failing_storage_and_missing_data_goes_on_and_exits_1(
 
 
 def test_failed_write_in_a_pack_makes_only_that_member_an_error(tmp_path: Path, monkeypatch):
-    from trials.packed import run_pack
+    from trials import run_pack
 
     data = tiny_spec(grid={"eta_trgt": [0.05, 0.1, 0.2]})
     configs = [p.config for p in expand(parse_spec(data))]

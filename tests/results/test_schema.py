@@ -7,7 +7,7 @@ import pytest
 
 from results.schema import TRIAL_SCHEMA, trial_table
 from sweeps.spec import bundled_specs, expand, load_spec
-from trials.trial import trial_summary
+from trials import trial_summary
 
 _ARROW_FOR = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 

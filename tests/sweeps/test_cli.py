@@ -20,7 +20,7 @@ from results.store import write_spec
 from sweeps.cli import main
 from sweeps.spec import expand, parse_spec, resolved_yaml
 from tests.sweeps.conftest import tiny_spec
-from trials.trial import run_trial
+from trials import run_trial
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

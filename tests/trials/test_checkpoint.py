@@ -5,8 +5,8 @@ import io
 import pytest
 import torch
 
+from trials import run_trial
 from trials.config import TrialConfig
-from trials.trial import run_trial
 
 
 def _config(optimizer: dict) -> TrialConfig:

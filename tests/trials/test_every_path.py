@@ -15,9 +15,8 @@ import pytest
 
 from sweeps.spec import bundled_specs, expand, load_spec
 from tests.trials.test_data import write_cifar
+from trials import run_pack, run_trial
 from trials.config import TrialConfig
-from trials.packed import run_pack
-from trials.trial import run_trial
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -14,8 +14,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
+from trials import Problem, run_trial
 from trials.config import TrialConfig
-from trials.trial import Problem, run_trial
 from warmup_core.optim import optimizer_family
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

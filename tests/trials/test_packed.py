@@ -6,10 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from trials import packed
+from trials import Problem, check_packable, loop, packed_forward, run_pack, run_trial
 from trials.config import TrialConfig
-from trials.packed import check_packable, packed_forward, run_pack
-from trials.trial import Problem, run_trial
 
 BASE = {
     "model": {"name": "fcn", "width": 16, "depth": 3},
@@ -193,14 +191,14 @@ def test_results_come_back_in_the_order_given():
 
 
 def test_a_member_failing_its_setup_is_an_error_and_the_pack_goes_on(monkeypatch):
-    real = packed.critical_lr
+    real = loop.critical_lr
 
     def failing(config, loss_fn, params, optimizer):
         if config.catapult_rtol == 0.5:
             raise RuntimeError("no catapult here")
         return real(config, loss_fn, params, optimizer)
 
-    monkeypatch.setattr(packed, "critical_lr", failing)
+    monkeypatch.setattr(loop, "critical_lr", failing)
     good = _config(eta_trgt=1, num_steps=4, eta_init="catapult")
     bad = _config(eta_trgt=1, num_steps=4, eta_init="catapult", catapult_rtol=0.5)
     results = run_pack([good, bad])

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
+from trials import Problem, run_trial
 from trials.config import TrialConfig
-from trials.trial import Problem, run_trial
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -353,7 +353,7 @@ def test_transformer_trains_with_sharpness_every_step():
 
 @pytest.mark.parametrize("simple, hidden_rate", [(False, 1 / 16), (True, 1.0)])
 def test_simple_mup_reaches_the_learning_rate_multipliers(simple, hidden_rate):
-    from trials.trial import make_optimizer
+    from trials.problem import make_optimizer
 
     config = TrialConfig(
         **{**TINY, "model": {"name": "fcn", "width": 16, "depth": 3}},
