@@ -309,16 +309,28 @@ def run_pack(
     resume: dict[str, Any] | None = None,
     on_end: Callable[[TrialResult], None] | None = None,
 ) -> list[TrialResult]:
-    """Run packable trials, `slots` at once (default: all); each writes its own files under
-    `results/sweep` as it ends, and a waiting trial takes its slot.
+    """Run packable trials, `slots` at once; each writes its own files as it ends, and a
+    waiting trial takes its slot.
 
     Returns one `TrialResult` per config, in the order given, each as `run_trial`
-    would have produced it. Never raises for a failure inside the pack: members
-    not ended when an exception strikes end as `error`; it raises only when a
-    member's error summary cannot be written either. `forward` picks the
-    packed forward pass ('auto': the model's own). `checkpoint` receives the pack's
-    state every `checkpoint_every` iterations; `resume` (such a state) continues from it.
-    `on_end` receives each trial's result once its files are written.
+    would have produced it. Never raises for a failure inside the pack: members not
+    ended when an exception strikes end as `error`; it raises only when a member's
+    error summary cannot be written either.
+
+    Args:
+        configs: trials that can share a pack (`trials.packable.check_packable`).
+        results: the results location (a local path or a URI) to write under, as
+            `results/sweep/...`; None writes nothing.
+        sweep: the sweep name the files are written under.
+        report: receives progress every `report_every` iterations (e.g. Ray Tune).
+        report_every: pack iterations between progress reports.
+        node: the node name recorded with each trial (default: this host's name).
+        problem: a `Problem` already built for these configs (saves loading the data).
+        forward: the packed forward pass: 'auto' (the model's own), 'batched', 'vmap'.
+        slots: how many trials train at once (default: all of them).
+        checkpoint: receives the pack's state every `checkpoint_every` iterations.
+        resume: such a state, to continue from with the values of an uninterrupted run.
+        on_end: receives each trial's result once its files are written.
     """
     check_packable(configs)
     if slots is not None and slots < 1:

@@ -11,6 +11,7 @@ started together, so Adam's step counts stay per member.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -120,8 +121,7 @@ class StackedPack:
     def cohort(self, indices: list[int], start: int) -> StackedPack:
         """A pack of members `indices` alone, fresh from their init, starting after pack
         iteration `start` (one optimizer group per optimizer config)."""
-        new = StackedPack.__new__(StackedPack)
-        new.__dict__.update(self.__dict__)  # same model, forward and problem
+        new = copy.copy(self)  # the same model, forward and problem; no rows yet
         new.params, new.rows, new.groups = {}, [], []
         problem, key = self.problem, lambda i: _optimizer_key(self.members[i].config)
         order = sorted(indices, key=key)

@@ -53,13 +53,20 @@ def run_trial(
     """Run one trial (a pack of one); write its Parquet files under `results/sweep` when
     `results` is given.
 
-    `checkpoint` receives the training state every `config.checkpoint_every`
-    updates; `resume` (such a state) continues the trial from it.
-
     Never raises for a failure inside the trial: the result's status says how it
     ended. A failure to write its files makes it `error` (summary only); it raises
-    only when even that summary cannot be written. `report` receives progress every
-    `report_every` steps (e.g. Ray Tune).
+    only when even that summary cannot be written.
+
+    Args:
+        config: the trial.
+        results: the results location (local path or URI); None writes nothing.
+        sweep: the sweep name the files are written under.
+        report: receives progress every `report_every` steps (e.g. Ray Tune).
+        report_every: steps between progress reports.
+        node: the node name recorded with the trial (default: this host's name).
+        problem: a `Problem` built for this config (saves loading the data).
+        checkpoint: receives the training state every `config.checkpoint_every` updates.
+        resume: such a state, to continue the trial from.
     """
     (result,) = run_pack(
         [config],
