@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from warmup_core.curvature import model_loss_fn, sharpness
+from warmup_core.curvature import sharpness
+from warmup_core.hvp import model_loss_fn
 from warmup_core.optim import build_optimizer
 from warmup_core.stability import (
     CatapultEvent,
