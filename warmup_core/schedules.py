@@ -31,6 +31,15 @@ from dataclasses import dataclass
 
 import torch
 
+__all__ = [
+    "DECAYS",
+    "WARMUP_SHAPES",
+    "Schedule",
+    "learning_rate",
+    "warmup_end_step",
+    "warmup_fraction",
+]
+
 Number = int | float
 ScalarOrTensor = Number | torch.Tensor
 
