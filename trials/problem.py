@@ -197,13 +197,12 @@ def make_optimizer(config: TrialConfig, model: WarmupModel) -> Optimizer:
 def critical_lr(config: TrialConfig, loss_fn, params, optimizer: Optimizer) -> dict[str, Any]:
     """Catapult estimate of eta_c at `params` for the configured optimizer's update
     (multipliers included), with the number of loss evaluations and its check."""
-    info = stability.critical_learning_rate(
+    info = stability.catapult_search(
         loss_fn,
         params,
         optimizer=optimizer.step_fn(),
         eta_rtol=config.catapult_rtol,
         check_steps=config.catapult_check_steps,
-        return_info=True,
     )
     return {
         "eta_c": info.eta_c,

@@ -27,7 +27,7 @@ from trials.packable import packed_forward
 from trials.problem import Problem, make_optimizer
 from trials.rates import TrialRates
 from trials.records import STEP_COLUMNS
-from warmup_core import curvature
+from warmup_core import curvature, hvp
 from warmup_core.models import WarmupModel
 from warmup_core.optim import Adam, Optimizer
 
@@ -245,7 +245,7 @@ class StackedPack:
             )
         gens = [self.members[i].generator for i in self.rows]
         if graph is not None:
-            op = curvature.BlockHVPOperator.from_gradients(
+            op = hvp.BlockHVPOperator.from_gradients(
                 self.params, graph, l2, self._losses_for(*self.inputs(ts))
             )
             return curvature.block_sharpness(
@@ -260,7 +260,7 @@ class StackedPack:
         for x, y, per_member in self._measurement_inputs(ts):
             xs, ys = (pick(x), pick(y)) if per_member else (x, y)
             losses_for = self._losses_for(xs, ys, per_member)
-            op = curvature.BlockHVPOperator(
+            op = hvp.BlockHVPOperator(
                 losses_for(list(range(len(sub)))),
                 params,
                 None if l2 is None else l2[index],

@@ -38,6 +38,14 @@ from dataclasses import dataclass, replace
 
 from warmup_core.schedules import Schedule
 
+__all__ = [
+    "DEFAULT_EVERY",
+    "DEFAULT_GROWTH",
+    "DEFAULT_SAFETY",
+    "AdaptiveState",
+    "AdaptiveWarmup",
+]
+
 # Defaults of the config fields `adaptive_safety`, `adaptive_growth`, `adaptive_every`:
 # half the threshold (the rate sits at half the largest stable one, e.g. 1/lambda for
 # GD); at most 10% more per update (from a safe start, x16 takes 30 updates); a

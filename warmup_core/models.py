@@ -30,6 +30,24 @@ from torch.func import functional_call, vmap
 from warmup_core.parameterization import PARAMETERIZATIONS, Parameterization
 from warmup_core.registry import Entry, Option, Registry
 
+__all__ = [
+    "ACTIVATIONS",
+    "FCN",
+    "INPUT_KINDS",
+    "MODELS",
+    "MODEL_REGISTRY",
+    "ModelEntry",
+    "Myrtle",
+    "ParamConv2d",
+    "ParamLinear",
+    "Transformer",
+    "WarmupModel",
+    "WideResNet",
+    "build_model",
+    "causal_attention",
+    "vmap_forward",
+]
+
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": lambda x: x}
 
 # Variance of a standard normal truncated at +-2: divide the std by its root so

@@ -34,6 +34,18 @@ import torch
 
 from warmup_core import stability
 
+__all__ = [
+    "ADAM_FAMILY",
+    "OPTIMIZERS",
+    "SGD",
+    "Adam",
+    "Optimizer",
+    "build_optimizer",
+    "optimizer_defaults",
+    "optimizer_family",
+    "stability_threshold",
+]
+
 OPTIMIZERS = ("sgd", "adam", "adamw", "gi-adam")
 ADAM_FAMILY = ("adam", "adamw", "gi-adam")
 

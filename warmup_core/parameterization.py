@@ -39,6 +39,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+__all__ = [
+    "MUP_CONSTANTS",
+    "PARAMETERIZATIONS",
+    "ROLES",
+    "LayerRule",
+    "Parameterization",
+]
+
 PARAMETERIZATIONS = ("sp", "ntp", "mup")
 MUP_CONSTANTS = ("paper", "unit")
 ROLES = ("input", "hidden", "output")

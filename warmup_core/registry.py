@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from typing import Any, Generic, TypeVar
+
+__all__ = ["Entry", "Option", "Registry"]
 
 _TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
@@ -147,6 +150,27 @@ class Registry(Generic[E]):
         self._broken.clear()
         self._plugins_loaded = False
 
+    @contextmanager
+    def override(self, name: str, entry: E) -> Iterator[E]:
+        """Within the block, `name` is `entry` (replacing a built-in or plugin entry, or
+        adding one); on exit, exception or not, the previous entry (or none) is back.
+
+        For tests and notebooks that swap a builder or its options temporarily.
+        """
+        if not isinstance(entry, self.entry_type) or entry.name != name:
+            raise ValueError(f"override needs a {self.entry_type.__name__} named {name!r}")
+        self._load_plugins()  # loaded now, so a first lookup inside cannot undo the override
+        absent = object()
+        previous = self._entries.get(name, absent)
+        self._entries[name] = entry
+        try:
+            yield entry
+        finally:
+            if previous is absent:
+                self._entries.pop(name, None)
+            else:
+                self._entries[name] = previous
+
     def names(self, plugins: bool = True) -> tuple[str, ...]:
         """Registered names: built-ins first, then installed plugins."""
         if not plugins:
@@ -192,6 +216,4 @@ class Registry(Generic[E]):
 
 
 def _with_source(entry: E, source: str) -> E:
-    from dataclasses import replace
-
     return replace(entry, source=source)

@@ -34,6 +34,14 @@ from typing import Any
 
 import torch
 
+__all__ = [
+    "DECAYS",
+    "WARMUP_SHAPES",
+    "Schedule",
+    "learning_rate",
+    "warmup_fraction",
+]
+
 Number = int | float
 ScalarOrTensor = Number | torch.Tensor
 

@@ -5,7 +5,8 @@ detection on measured trajectories.
   pre-conditioned sharpness exceeds ``adam_threshold(eta, beta1)``.
 * :func:`critical_learning_rate` finds ``eta_c`` with forward/backward passes only
   (Kalra & Barkeshli 2024, Sec. 6): double eta until one optimizer step from
-  ``params`` raises the loss, then bisect the bracket to a stated tolerance.
+  ``params`` raises the loss, then bisect the bracket to a stated tolerance;
+  :func:`catapult_search` returns the whole search (:class:`CriticalLRInfo`).
 * :func:`classify_regime`, :func:`detect_catapults` and :func:`warmup_end_ratio` work
   on plain numpy arrays of logged metrics (NaN where not measured), so analysis code
   can run them on Parquet columns.
@@ -14,8 +15,7 @@ detection on measured trajectories.
 from __future__ import annotations
 
 import math
-import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,8 +23,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
-Params = Mapping[str, Tensor]
-LossFn = Callable[[dict[str, Tensor]], Tensor]
+from warmup_core.checks import check_positive
+from warmup_core.hvp import LossFn, Params
+
+__all__ = [
+    "CatapultEvent",
+    "CriticalLRInfo",
+    "StepFn",
+    "adam_threshold",
+    "catapult_search",
+    "classify_regime",
+    "critical_learning_rate",
+    "detect_catapults",
+    "gd_step",
+    "sgd_threshold",
+    "warmup_end_ratio",
+]
 
 
 # --------------------------------------------------------------------------------------
@@ -125,7 +139,7 @@ class CriticalLRInfo:
     overshoots: bool | None = None
 
 
-def critical_learning_rate(
+def catapult_search(
     loss_fn: LossFn,
     params: Params,
     *,
@@ -137,124 +151,161 @@ def critical_learning_rate(
     max_bisections: int = 60,
     check_steps: int = 0,
     check_limit: float = 2.0,
-    return_info: bool = False,
-) -> float | CriticalLRInfo:
-    """Critical learning rate ``eta_c`` from the loss catapult, forward/backward only.
+) -> CriticalLRInfo:
+    """The loss-catapult search for ``eta_c``, forward/backward passes only.
 
-    ``eta_c`` is where ``num_steps`` steps of ``optimizer`` (gradient descent by default)
-    from ``params`` start to raise the loss: the crossing ``L(theta_n) = L(theta_0)``.
-    Starting at ``eta_start``, eta is doubled (or halved, if the start already raises
-    the loss) until a bracket ``lo < eta_c <= hi`` is found, which is then always
-    bisected on a log scale until ``hi / lo - 1 <= eta_rtol``; ``hi`` is returned. On a
-    quadratic one GD step raises the loss iff ``eta > 2 g.g / (g.H.g)``, so
-    ``eta_c * lambda_H >= 2``, with equality when the gradient lies along the top
-    eigenvector. With ``check_steps > 0`` the estimate is checked by that many steps at
-    the constant rate ``eta_c`` (see :class:`CriticalLRInfo`).
+    ``eta_c`` is where ``num_steps`` steps of ``optimizer`` from ``params`` start to
+    raise the loss: the crossing ``L(theta_n) = L(theta_0)``. Starting at ``eta_start``,
+    eta is doubled (or halved, if the start already raises the loss) until a bracket
+    ``lo < eta_c <= hi`` is found, which is then always bisected on a log scale until
+    ``hi / lo - 1 <= eta_rtol``; ``eta_c = hi``. On a quadratic one GD step raises the
+    loss iff ``eta > 2 g.g / (g.H.g)``, so ``eta_c * lambda_H >= 2``, with equality when
+    the gradient lies along the top eigenvector. Raises RuntimeError when no bracket is
+    found within ``max_doublings``.
+
+    Args:
+        loss_fn: ``params -> scalar loss``, finite and positive at ``params``.
+        params: the starting point, a dict of tensors (never modified).
+        optimizer: the update rule (:class:`StepFn`); gradient descent by default.
+        eta_start: first learning rate tried.
+        num_steps: steps ``n`` per trial learning rate.
+        eta_rtol: relative width ``hi / lo - 1`` of the final bracket.
+        max_doublings: most doublings (or halvings) while looking for a bracket.
+        max_bisections: most bisections; ``tolerance_met`` says whether they sufficed.
+        check_steps: when > 0, run that many steps at the constant rate ``eta_c`` and
+            report ``check_ratio`` and ``overshoots`` (see :class:`CriticalLRInfo`).
+        check_limit: the check's loss ratio above which ``overshoots`` is True.
     """
-    if not callable(loss_fn):
-        raise ValueError("loss_fn must be a callable params -> scalar loss")
-    for name, value, integer in (
-        ("eta_start", eta_start, False),
-        ("num_steps", num_steps, True),
-        ("max_doublings", max_doublings, True),
-        ("max_bisections", max_bisections, True),
-        ("eta_rtol", eta_rtol, False),
-        ("check_limit", check_limit, False),
-    ):
-        if not (isinstance(value, numbers.Real) and math.isfinite(value) and value > 0) or (
-            integer and int(value) != value
-        ):
-            kind = "a positive integer" if integer else "a positive number"
-            raise ValueError(f"{name} must be {kind}, got {value!r}")
+    _check_search_options(
+        loss_fn, eta_start, num_steps, max_doublings, max_bisections, eta_rtol, check_limit
+    )
     if not (isinstance(check_steps, int) and check_steps >= 0):
         raise ValueError(f"check_steps must be a non-negative integer, got {check_steps!r}")
-    step = optimizer or gd_step
-    counts = {"loss": 0, "grad": 0}
-
-    def loss_and_grad(theta: dict[str, Tensor]) -> tuple[float, dict[str, Tensor]]:
-        leaves = {k: p.detach().requires_grad_(True) for k, p in theta.items()}
-        loss = loss_fn(leaves)
-        if not isinstance(loss, Tensor) or loss.dim() != 0:
-            raise ValueError("loss_fn must return a scalar tensor")
-        grads = torch.autograd.grad(loss, list(leaves.values()))
-        counts["grad"] += 1
-        return float(loss.detach()), dict(zip(leaves, grads, strict=True))
-
-    theta0 = {k: p.detach() for k, p in params.items()}
-    loss0, grads0 = loss_and_grad(theta0)
-    if not math.isfinite(loss0) or loss0 <= 0:
-        raise ValueError(f"loss at params must be finite and positive, got {loss0}")
-
-    history: list[tuple[float, float]] = []
-
-    def loss_ratio(eta: float, steps: int, record: bool = True) -> float:
-        # The first gradient is the same for every eta, so a one-step probe costs one
-        # forward pass; later steps need fresh gradients.
-        theta, state = step(theta0, grads0, eta, None)
-        for _ in range(steps - 1):
-            loss, grads = loss_and_grad(theta)
-            if not math.isfinite(loss):
-                break
-            theta, state = step(theta, grads, eta, state)
-        with torch.no_grad():
-            loss = float(loss_fn(theta))
-        counts["loss"] += 1
-        ratio = loss / loss0 if math.isfinite(loss) else math.inf
-        if record:
-            history.append((eta, ratio))
-        return ratio
-
-    # Exponential search for a bracket lo (loss did not rise) < hi (loss rose).
-    eta, n = float(eta_start), int(num_steps)
-    if loss_ratio(eta, n) > 1.0:
-        hi = eta
-        for _ in range(int(max_doublings)):
-            eta /= 2
-            if loss_ratio(eta, n) <= 1.0:
-                break
-            hi = eta
-        else:
-            raise RuntimeError(
-                f"loss rises after {num_steps} step(s) even at eta={eta:g}; "
-                "is params a minimum or loss_fn noisy?"
-            )
-        lo = eta
-    else:
-        lo = eta
-        for _ in range(int(max_doublings)):
-            eta *= 2
-            if loss_ratio(eta, n) > 1.0:
-                break
-            lo = eta
-        else:
-            raise RuntimeError(f"loss never rose up to eta={eta:g}; raise max_doublings")
-        hi = eta
-
-    # Bisection on a log scale: eta_c is a scale, and the bracket spans a factor of 2.
-    met = hi / lo - 1.0 <= eta_rtol
-    for _ in range(int(max_bisections)):
-        if met:
-            break
-        mid = math.sqrt(lo * hi)
-        if loss_ratio(mid, n) > 1.0:
-            hi = mid
-        else:
-            lo = mid
-        met = hi / lo - 1.0 <= eta_rtol
-    check = loss_ratio(hi, check_steps, record=False) if check_steps else None
-    if not return_info:
-        return hi
+    probe = _LossRatios(loss_fn, params, optimizer or gd_step)
+    n = int(num_steps)
+    lo, hi = _bracket(probe, float(eta_start), n, int(max_doublings))
+    lo, hi, met = _bisect(probe, lo, hi, n, eta_rtol, int(max_bisections))
+    check = probe.ratio(hi, check_steps, record=False) if check_steps else None
     return CriticalLRInfo(
         eta_c=hi,
         bracket=(lo, hi),
-        initial_loss=loss0,
-        num_loss_evals=counts["loss"],
-        num_grad_evals=counts["grad"],
-        history=tuple(history),
+        initial_loss=probe.loss0,
+        num_loss_evals=probe.num_loss_evals,
+        num_grad_evals=probe.num_grad_evals,
+        history=tuple(probe.history),
         tolerance_met=met,
         check_ratio=check,
         overshoots=None if check is None else check > check_limit,
     )
+
+
+def critical_learning_rate(loss_fn: LossFn, params: Params, **options: Any) -> float:
+    """Critical learning rate ``eta_c`` from the loss catapult (forward/backward only).
+
+    Takes :func:`catapult_search`'s options; that function also returns the bracket,
+    the cost and the constant-rate check.
+    """
+    return catapult_search(loss_fn, params, **options).eta_c
+
+
+def _check_search_options(
+    loss_fn: LossFn,
+    eta_start: float,
+    num_steps: int,
+    max_doublings: int,
+    max_bisections: int,
+    eta_rtol: float,
+    check_limit: float,
+) -> None:
+    if not callable(loss_fn):
+        raise ValueError("loss_fn must be a callable params -> scalar loss")
+    check_positive("eta_start", eta_start)
+    check_positive("num_steps", num_steps, integer=True)
+    check_positive("max_doublings", max_doublings, integer=True)
+    check_positive("max_bisections", max_bisections, integer=True)
+    check_positive("eta_rtol", eta_rtol)
+    check_positive("check_limit", check_limit)
+
+
+class _LossRatios:
+    """``L(theta_n) / L(theta_0)`` after ``n`` steps at a given eta from fixed
+    ``params``, counting loss and gradient evaluations and recording every eta tried."""
+
+    def __init__(self, loss_fn: LossFn, params: Params, step: StepFn) -> None:
+        self.loss_fn, self.step = loss_fn, step
+        self.num_loss_evals = self.num_grad_evals = 0
+        self.history: list[tuple[float, float]] = []
+        self.theta0 = {k: p.detach() for k, p in params.items()}
+        self.loss0, self.grads0 = self._loss_and_grad(self.theta0)
+        if not math.isfinite(self.loss0) or self.loss0 <= 0:
+            raise ValueError(f"loss at params must be finite and positive, got {self.loss0}")
+
+    def _loss_and_grad(self, theta: dict[str, Tensor]) -> tuple[float, dict[str, Tensor]]:
+        leaves = {k: p.detach().requires_grad_(True) for k, p in theta.items()}
+        loss = self.loss_fn(leaves)
+        if not isinstance(loss, Tensor) or loss.dim() != 0:
+            raise ValueError("loss_fn must return a scalar tensor")
+        grads = torch.autograd.grad(loss, list(leaves.values()))
+        self.num_grad_evals += 1
+        return float(loss.detach()), dict(zip(leaves, grads, strict=True))
+
+    def ratio(self, eta: float, steps: int, record: bool = True) -> float:
+        """The loss ratio after ``steps`` steps at ``eta`` (inf once the loss is not finite)."""
+        # The first gradient is the same for every eta, so a one-step probe costs one
+        # forward pass; later steps need fresh gradients.
+        theta, state = self.step(self.theta0, self.grads0, eta, None)
+        for _ in range(steps - 1):
+            loss, grads = self._loss_and_grad(theta)
+            if not math.isfinite(loss):
+                break
+            theta, state = self.step(theta, grads, eta, state)
+        with torch.no_grad():
+            loss = float(self.loss_fn(theta))
+        self.num_loss_evals += 1
+        ratio = loss / self.loss0 if math.isfinite(loss) else math.inf
+        if record:
+            self.history.append((eta, ratio))
+        return ratio
+
+
+def _bracket(probe: _LossRatios, eta: float, n: int, max_doublings: int) -> tuple[float, float]:
+    """Exponential search from ``eta`` for ``lo`` (loss did not rise) < ``hi`` (it rose)."""
+    if probe.ratio(eta, n) > 1.0:
+        hi = eta
+        for _ in range(max_doublings):
+            eta /= 2
+            if probe.ratio(eta, n) <= 1.0:
+                return eta, hi
+            hi = eta
+        raise RuntimeError(
+            f"loss rises after {n} step(s) even at eta={eta:g}; "
+            "is params a minimum or loss_fn noisy?"
+        )
+    lo = eta
+    for _ in range(max_doublings):
+        eta *= 2
+        if probe.ratio(eta, n) > 1.0:
+            return lo, eta
+        lo = eta
+    raise RuntimeError(f"loss never rose up to eta={eta:g}; raise max_doublings")
+
+
+def _bisect(
+    probe: _LossRatios, lo: float, hi: float, n: int, eta_rtol: float, max_bisections: int
+) -> tuple[float, float, bool]:
+    """Narrow the bracket until ``hi / lo - 1 <= eta_rtol`` (the returned flag) or out of
+    bisections. On a log scale: eta_c is a scale, and the bracket spans a factor of 2."""
+    met = hi / lo - 1.0 <= eta_rtol
+    for _ in range(max_bisections):
+        if met:
+            break
+        mid = math.sqrt(lo * hi)
+        if probe.ratio(mid, n) > 1.0:
+            hi = mid
+        else:
+            lo = mid
+        met = hi / lo - 1.0 <= eta_rtol
+    return lo, hi, met
 
 
 # --------------------------------------------------------------------------------------

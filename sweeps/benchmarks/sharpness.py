@@ -25,14 +25,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from warmup_core.curvature import (
-    HVP_METHODS,
-    HVPOperator,
-    _lanczos_core,
-    _tridiagonal,
-    model_loss_fn,
-    sharpness,
-)
+from warmup_core.curvature import top_eigenpairs
+from warmup_core.hvp import HVP_METHODS, HVPOperator, model_loss_fn
+from warmup_core.lanczos import lanczos_tridiagonal, tridiagonal_matrix
 
 TOL = 1e-3  # target relative accuracy of the top eigenvalue
 
@@ -151,9 +146,9 @@ def _power_iteration(op: HVPOperator, tol: float, max_iter: int, gen, reference:
 def _lanczos_hvps_to_accuracy(op: HVPOperator, max_iter: int, gen, reference: float):
     """Fewest Lanczos steps whose top Ritz value is within TOL of ``reference`` (oracle)."""
     q = torch.randn(op.dim, generator=gen)
-    alphas, betas = _lanczos_core(op, q / q.norm(), max_iter)
+    alphas, betas = lanczos_tridiagonal(op, q / q.norm(), max_iter)
     for m in range(1, len(alphas) + 1):
-        top = float(np.linalg.eigvalsh(_tridiagonal(alphas[:m], betas[: m - 1]))[-1])
+        top = float(np.linalg.eigvalsh(tridiagonal_matrix(alphas[:m], betas[: m - 1]))[-1])
         if abs(top - reference) <= TOL * abs(reference):
             return m
     return None
@@ -209,7 +204,7 @@ def _run_pyhessian(problem: dict, tol: float, seed: int, reference: float) -> di
 def bench_top_eigenvalue(problem: dict, seed: int, max_iter: int, repeats: int) -> dict:
     """Time and HVPs to the top eigenvalue: Lanczos vs power iteration vs PyHessian."""
     loss_fn, params = problem["loss_fn"], problem["params"]
-    ref = sharpness(loss_fn, params, tol=1e-6, max_iter=max_iter, return_info=True)
+    ref = top_eigenpairs(loss_fn, params, tol=1e-6, max_iter=max_iter)
     reference = ref.top
     out: dict = {"reference": reference, "reference_hvps": ref.num_hvps}
 
@@ -218,7 +213,7 @@ def bench_top_eigenvalue(problem: dict, seed: int, max_iter: int, repeats: int) 
     for _ in range(repeats):
         gen = torch.Generator().manual_seed(seed)
         start = time.perf_counter()
-        lz = sharpness(loss_fn, params, tol=TOL, max_iter=max_iter, generator=gen, return_info=True)
+        lz = top_eigenpairs(loss_fn, params, tol=TOL, max_iter=max_iter, generator=gen)
         times.append(time.perf_counter() - start)
     out["lanczos"] = {
         "time_s": min(times),
@@ -259,7 +254,7 @@ def bench_top_eigenvalue(problem: dict, seed: int, max_iter: int, repeats: int) 
 def bench_warm_start(problem: dict, steps: int, max_iter: int, seed: int) -> dict:
     """HVPs to re-measure sharpness after each GD step (eta = 1/lambda0), cold vs warm."""
     loss_fn, params = problem["loss_fn"], dict(problem["params"])
-    first = sharpness(loss_fn, params, tol=TOL, max_iter=max_iter, return_info=True)
+    first = top_eigenpairs(loss_fn, params, tol=TOL, max_iter=max_iter)
     eta, v0 = 1.0 / first.top, first.eigenvectors[:, 0]
     gen = torch.Generator().manual_seed(seed)
     cold_hvps, warm_hvps, max_disagreement = [], [], 0.0
@@ -269,10 +264,8 @@ def bench_warm_start(problem: dict, steps: int, max_iter: int, seed: int) -> dic
         params = {
             k: (v - eta * g).detach() for (k, v), g in zip(leaves.items(), grads, strict=True)
         }
-        cold = sharpness(
-            loss_fn, params, tol=TOL, max_iter=max_iter, generator=gen, return_info=True
-        )
-        warm = sharpness(loss_fn, params, tol=TOL, max_iter=max_iter, v0=v0, return_info=True)
+        cold = top_eigenpairs(loss_fn, params, tol=TOL, max_iter=max_iter, generator=gen)
+        warm = top_eigenpairs(loss_fn, params, tol=TOL, max_iter=max_iter, v0=v0)
         v0 = warm.eigenvectors[:, 0]
         cold_hvps.append(cold.num_hvps)
         warm_hvps.append(warm.num_hvps)

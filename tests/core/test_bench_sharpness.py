@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sweeps.benchmarks.sharpness import format_table, run
-from warmup_core.curvature import HVP_METHODS
+from warmup_core.hvp import HVP_METHODS
 
 
 def test_quick_benchmark_reports_positive_numbers_for_every_section():

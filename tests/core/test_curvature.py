@@ -1,4 +1,4 @@
-"""Curvature from HVPs checked against dense Hessians of tiny models."""
+"""Sharpness from HVPs checked against dense Hessians of tiny models."""
 
 from __future__ import annotations
 
@@ -9,74 +9,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.core.tiny_problems import (
+    CASES,
+    dense_hessian,
+    half_mse,
+    make_problem,
+    rel_err,
+    symmetric,
+)
 from warmup_core.curvature import (
-    HVP_METHODS,
-    HVPOperator,
-    flatten_params,
-    hessian_trace,
-    lanczos,
-    model_loss_fn,
+    block_sharpness,
+    preconditioned_eigenpairs,
     preconditioned_sharpness,
     sharpness,
-    spectral_density,
     top_eigenpairs,
-    unflatten_params,
 )
-
-
-def half_mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    # Written out rather than F.mse_loss: torch.func.jvp-of-grad trips over
-    # F.mse_loss's backward (ZeroTensor error) in torch 2.13, and the "jvp" method is tested.
-    return 0.5 * ((out - y) ** 2).sum(dim=-1).mean()
-
-
-class TinyCNN(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
-        self.conv2 = nn.Conv2d(4, 4, 3, stride=2, padding=1)
-        self.head = nn.Linear(4 * 3 * 3, 3)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.tanh(self.conv1(x))
-        x = torch.tanh(self.conv2(x))
-        return self.head(x.flatten(1))
-
-
-def make_problem(kind: str, loss: str, seed: int = 0):
-    """A tiny model, a batch and its loss_fn; returns (loss_fn, params)."""
-    torch.manual_seed(seed)
-    if kind == "mlp":
-        model = nn.Sequential(
-            nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 12), nn.Tanh(), nn.Linear(12, 3)
-        )
-        x = torch.randn(40, 6)
-    else:
-        model = TinyCNN()
-        x = torch.randn(24, 2, 6, 6)
-    if loss == "mse":
-        y = torch.randn(x.shape[0], 3)
-        criterion = half_mse
-    else:
-        y = torch.randint(0, 3, (x.shape[0],))
-        criterion = F.cross_entropy
-    params = {k: v.detach() for k, v in model.named_parameters()}
-    return model_loss_fn(model, criterion, x, y), params
-
-
-def dense_hessian(loss_fn, params) -> torch.Tensor:
-    """Float64 Hessian of loss_fn on the flat parameter vector (the reference)."""
-    p64 = {k: v.double() for k, v in params.items()}
-    flat = flatten_params(p64)
-    # vectorize=True is 30x slower on the CNN's double backward through conv.
-    return torch.autograd.functional.hessian(lambda f: loss_fn(unflatten_params(f, p64)), flat)
-
-
-def rel_err(a: float, b: float) -> float:
-    return abs(a - b) / abs(b)
-
-
-CASES = [("mlp", "mse"), ("mlp", "xent"), ("cnn", "mse"), ("cnn", "xent")]
+from warmup_core.hvp import BlockHVPOperator, flatten_params, model_loss_fn, unflatten_params
 
 
 @pytest.mark.parametrize(("kind", "loss"), CASES)
@@ -95,40 +43,6 @@ def test_sharpness_float32_matches_dense_to_float32_accuracy(kind, loss):
     assert rel_err(got, exact) <= 2e-3
 
 
-@pytest.mark.parametrize("method", HVP_METHODS)
-@pytest.mark.parametrize("loss", ["mse", "xent"])
-def test_every_hvp_method_matches_dense_hessian_vector_product(method, loss):
-    loss_fn, params = make_problem("mlp", loss)
-    hess = dense_hessian(loss_fn, params)
-    op = HVPOperator(loss_fn, params, method=method, dtype=torch.float64)
-    v = torch.randn(op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    torch.testing.assert_close(op(v), hess @ v, rtol=1e-9, atol=1e-11)
-    torch.testing.assert_close(op(2 * v), 2 * (hess @ v), rtol=1e-9, atol=1e-11)
-    assert op.num_hvps == 2
-
-
-def test_operator_leaves_caller_params_untouched_and_reports_loss():
-    loss_fn, params = make_problem("mlp", "mse")
-    before = {k: v.clone() for k, v in params.items()}
-    op = HVPOperator(loss_fn, params, dtype=torch.float64)
-    op(torch.ones(op.dim, dtype=torch.float64))
-    assert all(not v.requires_grad and torch.equal(v, before[k]) for k, v in params.items())
-    assert op.loss == pytest.approx(float(loss_fn(params)), rel=1e-6)
-    assert op.dtype == torch.float64 and params["0.weight"].dtype == torch.float32
-
-
-def test_sequence_of_losses_gives_their_average_hessian():
-    fn_a, params = make_problem("mlp", "mse", seed=0)
-    fn_b, _ = make_problem("mlp", "mse", seed=1)  # same architecture, other batch
-    fn_b_at_a = lambda p: fn_b(p)  # noqa: E731  (evaluated at params of model a)
-    expected = 0.5 * (dense_hessian(fn_a, params) + dense_hessian(fn_b_at_a, params))
-    op = HVPOperator([fn_a, fn_b_at_a], params, dtype=torch.float64)
-    v = torch.randn(op.dim, dtype=torch.float64)
-    torch.testing.assert_close(op(v), expected @ v, rtol=1e-9, atol=1e-11)
-    top = sharpness([fn_a, fn_b_at_a], params, dtype=torch.float64, tol=1e-6)
-    assert rel_err(top, float(torch.linalg.eigvalsh(expected)[-1])) <= 1e-5
-
-
 def test_top5_eigenpairs_match_dense():
     loss_fn, params = make_problem("mlp", "xent")
     hess = dense_hessian(loss_fn, params)
@@ -145,30 +59,6 @@ def test_top5_eigenpairs_match_dense():
     torch.testing.assert_close(hess @ vecs, vecs * exact, atol=1e-5 * float(exact[0]), rtol=0)
 
 
-def test_lanczos_returns_largest_algebraic_not_largest_magnitude():
-    gen = torch.Generator().manual_seed(0)
-    q, _ = torch.linalg.qr(torch.randn(300, 300, dtype=torch.float64, generator=gen))
-    spectrum = torch.cat(
-        [torch.tensor([-1000.0, -500.0, 3.0, 2.5, 2.0]), torch.linspace(-1.0, 1.0, 295)]
-    ).double()
-    mat = q @ torch.diag(spectrum) @ q.T
-    values, vectors, info = lanczos(
-        lambda v: mat @ v, 300, 3, tol=1e-10, max_iter=300, dtype=torch.float64, generator=gen
-    )
-    torch.testing.assert_close(values, torch.tensor([3.0, 2.5, 2.0], dtype=torch.float64))
-    assert info.converged and info.num_matvecs < 300
-    torch.testing.assert_close(mat @ vectors[:, 0], 3.0 * vectors[:, 0], atol=1e-7, rtol=0)
-
-
-def test_lanczos_restarts_when_start_vector_spans_an_invariant_subspace():
-    # v0 exactly a non-top eigenvector: the Krylov space breaks down after one step.
-    mat = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
-    v0 = torch.zeros(20, dtype=torch.float64)
-    v0[3] = 1.0
-    values, _, info = lanczos(lambda v: mat @ v, 20, 1, tol=1e-10, v0=v0, dtype=torch.float64)
-    assert float(values[0]) == pytest.approx(20.0, rel=1e-10) and info.converged
-
-
 def test_warm_start_over_training_steps_needs_far_fewer_hvps():
     torch.manual_seed(0)
     model = nn.Sequential(
@@ -176,7 +66,7 @@ def test_warm_start_over_training_steps_needs_far_fewer_hvps():
     )
     loss_fn = model_loss_fn(model, half_mse, torch.randn(200, 20), torch.randn(200, 3))
     params = {k: v.detach() for k, v in model.named_parameters()}
-    first = sharpness(loss_fn, params, return_info=True)
+    first = top_eigenpairs(loss_fn, params)
     v0, cold_total, warm_total = first.eigenvectors[:, 0], 0, 0
     for _ in range(5):  # GD at half the stability threshold, re-measuring after each step
         leaves = {k: v.clone().requires_grad_() for k, v in params.items()}
@@ -185,8 +75,8 @@ def test_warm_start_over_training_steps_needs_far_fewer_hvps():
             k: (v - 1.0 / first.top * g).detach()
             for (k, v), g in zip(leaves.items(), grads, strict=True)
         }
-        cold = sharpness(loss_fn, params, return_info=True)
-        warm = sharpness(loss_fn, params, v0=v0, return_info=True)
+        cold = top_eigenpairs(loss_fn, params)
+        warm = top_eigenpairs(loss_fn, params, v0=v0)
         assert warm.converged and cold.converged
         assert warm.top == pytest.approx(cold.top, rel=2e-3)
         v0, cold_total, warm_total = (
@@ -200,9 +90,9 @@ def test_warm_start_over_training_steps_needs_far_fewer_hvps():
 
 def test_warm_start_accepts_a_dict_shaped_like_params():
     loss_fn, params = make_problem("mlp", "mse")
-    first = sharpness(loss_fn, params, tol=1e-5, return_info=True)
+    first = top_eigenpairs(loss_fn, params, tol=1e-5)
     as_dict = unflatten_params(first.eigenvectors[:, 0], params)
-    again = sharpness(loss_fn, params, tol=1e-5, v0=as_dict, return_info=True)
+    again = top_eigenpairs(loss_fn, params, tol=1e-5, v0=as_dict)
     # From an exact eigenvector only the random admixture (sqrt(tol)) is left to resolve.
     assert again.num_hvps <= first.num_hvps // 2
     assert again.top == pytest.approx(first.top, rel=1e-4)
@@ -217,7 +107,25 @@ def test_preconditioned_sharpness_matches_dense_symmetric_form(loss):
     sym = dense_hessian(loss_fn, params) / torch.sqrt(d[:, None] * d[None, :])
     exact = float(torch.linalg.eigvalsh(sym)[-1])
     got = preconditioned_sharpness(loss_fn, params, precond, dtype=torch.float64, tol=1e-6)
+    assert isinstance(got, float)
     assert rel_err(got, exact) <= 1e-5
+
+
+def test_preconditioned_eigenpairs_are_those_of_the_dense_symmetric_form():
+    loss_fn, params = make_problem("mlp", "xent")
+    gen = torch.Generator().manual_seed(3)
+    precond = {k: torch.rand(v.shape, generator=gen) * 10 + 0.01 for k, v in params.items()}
+    d = flatten_params(precond).double()
+    sym = dense_hessian(loss_fn, params) / torch.sqrt(d[:, None] * d[None, :])
+    exact = torch.linalg.eigvalsh(sym).flip(0)[:3]
+    result = preconditioned_eigenpairs(
+        loss_fn, params, precond, k=3, dtype=torch.float64, tol=1e-8, max_iter=200
+    )
+    assert result.converged
+    values = torch.tensor(result.eigenvalues, dtype=torch.float64)
+    torch.testing.assert_close(values, exact, rtol=1e-6, atol=1e-9)
+    vecs = result.eigenvectors
+    torch.testing.assert_close(sym @ vecs, vecs * exact, atol=1e-5 * float(exact[0]), rtol=0)
 
 
 def test_preconditioned_sharpness_with_constant_precond_scales_sharpness():
@@ -226,50 +134,6 @@ def test_preconditioned_sharpness_with_constant_precond_scales_sharpness():
     plain = sharpness(loss_fn, params, dtype=torch.float64, tol=1e-7)
     pre = preconditioned_sharpness(loss_fn, params, precond, dtype=torch.float64, tol=1e-7)
     assert pre == pytest.approx(plain / 4.0, rel=1e-6)
-
-
-def test_hutchinson_trace_error_bar_is_informative_on_the_mlp():
-    loss_fn, params = make_problem("mlp", "xent")
-    exact = float(dense_hessian(loss_fn, params).trace())
-    gen = torch.Generator().manual_seed(1)
-    est = hessian_trace(loss_fn, params, num_samples=100, generator=gen, return_info=True)
-    assert est.stderr < 0.2 * abs(exact) and abs(est.trace - exact) <= 4 * est.stderr
-
-
-def test_hutchinson_trace_is_exact_for_a_diagonal_hessian():
-    diag = torch.linspace(-2.0, 5.0, 30, dtype=torch.float64)
-    loss_fn = lambda p: 0.5 * (diag * p["x"] ** 2).sum()  # noqa: E731
-    params = {"x": torch.randn(30, dtype=torch.float64)}
-    est = hessian_trace(loss_fn, params, num_samples=3, return_info=True)
-    assert est.trace == pytest.approx(float(diag.sum()), rel=1e-12) and est.num_hvps == 3
-
-
-@pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_hutchinson_trace_agrees_with_dense_trace_within_error(kind):
-    loss_fn, params = make_problem(kind, "xent")
-    exact = float(dense_hessian(loss_fn, params).trace())
-    gen = torch.Generator().manual_seed(0)
-    est = hessian_trace(
-        loss_fn, params, num_samples=200, generator=gen, dtype=torch.float64, return_info=True
-    )
-    assert abs(est.trace - exact) <= 4 * est.stderr
-
-
-def test_spectral_density_is_normalized_and_recovers_extreme_eigenvalues():
-    loss_fn, params = make_problem("mlp", "mse")
-    eig = torch.linalg.eigvalsh(dense_hessian(loss_fn, params))
-    dim = eig.numel()
-    gen = torch.Generator().manual_seed(0)
-    sd = spectral_density(
-        loss_fn, params, num_probes=2, num_steps=dim, dtype=torch.float64, generator=gen
-    )
-    area = float(((sd.density[1:] + sd.density[:-1]) / 2 * (sd.grid[1] - sd.grid[0])).sum())
-    assert area == pytest.approx(1.0, abs=1e-3)
-    for nodes, weights in zip(sd.nodes, sd.weights, strict=True):
-        assert weights.sum() == pytest.approx(1.0, abs=1e-10)
-        assert nodes.max() == pytest.approx(float(eig[-1]), rel=1e-6)
-        assert nodes.min() == pytest.approx(float(eig[0]), rel=1e-6, abs=1e-8)
-    assert sd.num_hvps <= 2 * dim
 
 
 def _fcn_problem(parameterization: str):
@@ -299,6 +163,23 @@ def test_sharpness_of_library_myrtle_cnn_matches_dense():
     loss_fn = model_loss_fn(model, F.cross_entropy, x, y)
     exact = float(torch.linalg.eigvalsh(dense_hessian(loss_fn, params))[-1])
     assert rel_err(sharpness(loss_fn, params, dtype=torch.float64, tol=1e-6), exact) <= 1e-4
+
+
+def test_block_sharpness_matches_each_members_dense_top_eigenvalue():
+    mats = torch.stack([symmetric(8, s) for s in range(5)])
+    x = {"x": torch.randn(5, 8, dtype=torch.float64)}
+
+    def losses_for(rows: list[int]):
+        return lambda p: 0.5 * torch.einsum("ki,kij,kj->k", p["x"], mats[rows], p["x"])
+
+    op = BlockHVPOperator(losses_for(list(range(5))), x, None, losses_for)
+    active = [True, False, True, True, True]
+    values, _ = block_sharpness(op, active=active, tol=1e-10, max_iter=50)
+    for i in range(5):
+        if active[i]:
+            assert values[i] == pytest.approx(torch.linalg.eigvalsh(mats[i])[-1].item(), rel=1e-8)
+        else:
+            assert math.isnan(values[i])
 
 
 # -- errors ---------------------------------------------------------------------------
@@ -352,11 +233,10 @@ def test_quadratic_sharpness_is_exact_and_never_forms_a_matrix():
     # 0.5 x^T A x on a 2000-dim diagonal A: the answer is max(A), found in a few HVPs.
     diag = torch.linspace(0.0, 1.0, 2000, dtype=torch.float64)
     diag[17] = 3.0
-    result = sharpness(
+    result = top_eigenpairs(
         lambda p: 0.5 * (diag * p["x"] ** 2).sum(),
         {"x": torch.randn(2000, dtype=torch.float64)},
         tol=1e-8,
-        return_info=True,
     )
     assert result.top == pytest.approx(3.0, rel=1e-10) and result.num_hvps < 40
     assert math.isclose(abs(float(result.eigenvectors[17, 0])), 1.0, rel_tol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 
 from trials.data import DATASET_REGISTRY, DATASETS
 from warmup_core.models import FCN, MODEL_REGISTRY, MODELS, Myrtle, Transformer, WideResNet
-from warmup_core.registry import Option
+from warmup_core.registry import Entry, Option, Registry
 
 
 @pytest.mark.parametrize(
@@ -69,3 +69,53 @@ def test_builtins_are_registry_entries():
     assert all(MODEL_REGISTRY.get(name).source == "built-in" for name in MODELS)
     assert DATASET_REGISTRY.get("digits").kinds({"as_image": False}) == {"vector", "image"}
     assert DATASET_REGISTRY.get("gaussian").kinds({"image_shape": None}) == {"vector"}
+
+
+# -- override ----------------------------------------------------------------------------
+
+
+def _things() -> Registry[Entry]:
+    """A registry of its own (no plugin group installs into it) with one built-in."""
+    things = Registry("thing", "warmup_sweeps.tests-no-such-group", Entry)
+    things.register(Entry("a", builder=lambda: "built-in a", options={"n": Option(int, 1)}))
+    return things
+
+
+def test_override_replaces_an_entry_inside_the_block_only():
+    things = _things()
+    other = Entry("a", builder=lambda: "other a", options={"n": Option(int, 7)})
+    with things.override("a", other) as entry:
+        assert entry is other and things.get("a") is other
+        assert things.resolve("a", {}) == {"n": 7}
+    assert things.get("a").builder() == "built-in a"
+    assert things.resolve("a", {}) == {"n": 1}
+    assert things.names() == ("a",)
+
+
+def test_override_adds_an_entry_and_removes_it_on_exit():
+    things = _things()
+    with things.override("b", Entry("b", builder=lambda: "b")):
+        assert things.names() == ("a", "b") and things.get("b").builder() == "b"
+    assert things.names() == ("a",)
+    with pytest.raises(ValueError, match="unknown thing 'b'"):
+        things.get("b")
+
+
+def test_override_restores_the_entry_when_the_block_raises():
+    things = _things()
+    with (
+        pytest.raises(RuntimeError, match="inside"),
+        things.override("a", Entry("a", builder=lambda: "other a")),
+    ):
+        raise RuntimeError("inside")
+    assert things.get("a").builder() == "built-in a"
+
+
+def test_override_refuses_an_entry_under_another_name():
+    things = _things()
+    with (
+        pytest.raises(ValueError, match="named 'a'"),
+        things.override("a", Entry("b", builder=lambda: "b")),
+    ):
+        pass
+    assert things.get("a").builder() == "built-in a"

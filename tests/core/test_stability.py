@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from warmup_core.curvature import model_loss_fn, sharpness
+from warmup_core.curvature import sharpness
+from warmup_core.hvp import model_loss_fn
 from warmup_core.optim import build_optimizer
 from warmup_core.stability import (
     CatapultEvent,
     adam_threshold,
+    catapult_search,
     classify_regime,
     critical_learning_rate,
     detect_catapults,
@@ -145,7 +147,7 @@ def test_eta_c_on_a_quadratic_is_the_one_step_crossing(top):
     g = a @ params["x"]
     # One GD step raises 0.5 x^T A x  <=>  eta > 2 g.g / (g.A.g).
     expected = float(2 * (g @ g) / (g @ a @ g))
-    info = critical_learning_rate(loss_fn, params, return_info=True)
+    info = catapult_search(loss_fn, params)
     assert expected <= info.eta_c <= expected * 1.01  # bracketed to eta_rtol = 1%
     assert info.tolerance_met and info.bracket[0] <= expected
     assert info.eta_c == pytest.approx(2.0 / top, rel=0.1)  # x lies mostly along the top
@@ -153,7 +155,7 @@ def test_eta_c_on_a_quadratic_is_the_one_step_crossing(top):
 
 def test_eta_c_info_brackets_the_loss_rise_and_counts_evaluations():
     loss_fn, params, _ = quadratic()
-    info = critical_learning_rate(loss_fn, params, eta_rtol=1e-3, return_info=True)
+    info = catapult_search(loss_fn, params, eta_rtol=1e-3)
     lo, hi = info.bracket
     ratios = dict(info.history)
     assert lo < hi == info.eta_c and hi / lo - 1 <= 1e-3
@@ -170,15 +172,13 @@ def test_eta_c_check_flags_a_one_step_estimate_above_the_divergence_boundary():
     a = torch.diag(torch.tensor([100.0, 1.0], dtype=torch.float64))
     params = {"x": torch.tensor([1e-4, 1.0], dtype=torch.float64)}
     g = a @ params["x"]
-    info = critical_learning_rate(
-        lambda p: 0.5 * p["x"] @ a @ p["x"], params, check_steps=10, return_info=True
-    )
+    info = catapult_search(lambda p: 0.5 * p["x"] @ a @ p["x"], params, check_steps=10)
     assert info.eta_c == pytest.approx(float(2 * (g @ g) / (g @ a @ g)), rel=0.01)
     assert info.eta_c > 50 * 2 / 100
     assert info.overshoots and info.check_ratio > 1e6
     # Along the top direction the estimate is the boundary, and the check passes.
     loss_fn, top_params, _ = quadratic()
-    ok = critical_learning_rate(loss_fn, top_params, check_steps=10, return_info=True)
+    ok = catapult_search(loss_fn, top_params, check_steps=10)
     assert ok.overshoots is False and ok.check_ratio < 2.0
 
 
@@ -191,7 +191,7 @@ def test_eta_c_search_from_above_halves_down_to_the_same_answer():
 
 def test_eta_c_with_more_steps_uses_fresh_gradients_and_stays_near_threshold():
     loss_fn, params, _ = quadratic()
-    info = critical_learning_rate(loss_fn, params, num_steps=3, return_info=True)
+    info = catapult_search(loss_fn, params, num_steps=3)
     assert info.eta_c == pytest.approx(0.2, rel=0.1)
     assert info.num_grad_evals == 1 + 2 * info.num_loss_evals
 
@@ -221,7 +221,7 @@ def test_eta_c_of_a_small_network_is_a_real_stability_boundary(parameterization,
     x, y = torch.randn(128, 16, generator=gen), torch.randn(128, 4, generator=gen)
     loss_fn = model_loss_fn(model, lambda o, t: 0.5 * ((o - t) ** 2).sum(-1).mean(), x, y)
     params = {k: v.detach() for k, v in model.named_parameters()}
-    info = critical_learning_rate(loss_fn, params, return_info=True)
+    info = catapult_search(loss_fn, params)
     assert math.isfinite(info.eta_c) and info.eta_c > 0
 
     grads = torch.autograd.grad(

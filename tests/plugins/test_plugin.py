@@ -102,7 +102,7 @@ def test_probe_measures_a_plugin_config(tmp_path, capsys):
     assert result["preconditioned_sharpness"] > 0
 
 
-def test_a_model_vmap_refuses_runs_unpacked_and_says_so_once(monkeypatch, capsys):
+def test_a_model_vmap_refuses_runs_unpacked_and_says_so_once(capsys):
     class Branchy(torch.nn.Module):  # data-dependent control flow: vmap cannot batch it
         def forward(self, x):
             return x if x.sum() > 0 else -x
@@ -114,12 +114,11 @@ def test_a_model_vmap_refuses_runs_unpacked_and_says_so_once(monkeypatch, capsys
         model.embed = torch.nn.Sequential(model.embed, Branchy())  # acts on per-member values
         return model
 
-    monkeypatch.setitem(MODEL_REGISTRY._entries, "resmlp", replace(entry, builder=build))
-    planned = expand(parse_spec(SPEC))
-    assert resolve_pack_size(4, planned, 1.0) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "model 'resmlp' cannot run packed" in err[0]
-    monkeypatch.undo()
+    with MODEL_REGISTRY.override("resmlp", replace(entry, builder=build)):
+        planned = expand(parse_spec(SPEC))
+        assert resolve_pack_size(4, planned, 1.0) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "model 'resmlp' cannot run packed" in err[0]
     assert resolve_pack_size(4, planned, 1.0) == 4
 
 

@@ -288,7 +288,7 @@ def test_trial_id_is_a_fixed_hash_of_the_fully_resolved_config():
     assert TrialConfig(**ID_CONFIG, warmup_shape="adaptive").trial_id() == "a621c61afbe4f514"
 
 
-def test_trial_id_changes_when_a_registry_default_changes(monkeypatch):
+def test_trial_id_changes_when_a_registry_default_changes():
     from dataclasses import replace
 
     from warmup_core.models import MODEL_REGISTRY
@@ -296,10 +296,10 @@ def test_trial_id_changes_when_a_registry_default_changes(monkeypatch):
     before = TrialConfig(**{**ID_CONFIG, "model": {"name": "fcn", "width": 16}}).trial_id()
     fcn = MODEL_REGISTRY.get("fcn")
     options = {**fcn.options, "depth": replace(fcn.options["depth"], default=3)}
-    monkeypatch.setitem(MODEL_REGISTRY._entries, "fcn", replace(fcn, options=options))
-    after = TrialConfig(**{**ID_CONFIG, "model": {"name": "fcn", "width": 16}})
-    assert after.model.depth == 3
-    assert after.trial_id() != before
+    with MODEL_REGISTRY.override("fcn", replace(fcn, options=options)):
+        after = TrialConfig(**{**ID_CONFIG, "model": {"name": "fcn", "width": 16}})
+        assert after.model.depth == 3
+        assert after.trial_id() != before
 
 
 def test_trial_id_ignores_checkpoint_frequency_and_data_location():

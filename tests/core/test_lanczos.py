@@ -1,26 +1,45 @@
-"""batched_lanczos: K independent Lanczos runs driven by one block matvec."""
+"""Lanczos on explicit symmetric matrices: one operator, and K independent runs driven
+by one block matvec (batched_lanczos)."""
 
 import math
 
 import pytest
 import torch
 
-from warmup_core.curvature import (
-    BlockHVPOperator,
-    batched_lanczos,
-    block_sharpness,
-    lanczos,
-    sharpness,
-)
+from tests.core.tiny_problems import symmetric
+from warmup_core.curvature import sharpness
+from warmup_core.lanczos import batched_lanczos, lanczos
 
 
-def _symmetric(dim: int, seed: int) -> torch.Tensor:
-    a = torch.randn(dim, dim, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    return (a + a.T) / 2 + torch.diag(torch.linspace(0, 5 + seed, dim, dtype=torch.float64))
+def test_lanczos_returns_largest_algebraic_not_largest_magnitude():
+    gen = torch.Generator().manual_seed(0)
+    q, _ = torch.linalg.qr(torch.randn(300, 300, dtype=torch.float64, generator=gen))
+    spectrum = torch.cat(
+        [torch.tensor([-1000.0, -500.0, 3.0, 2.5, 2.0]), torch.linspace(-1.0, 1.0, 295)]
+    ).double()
+    mat = q @ torch.diag(spectrum) @ q.T
+    values, vectors, info = lanczos(
+        lambda v: mat @ v, 300, 3, tol=1e-10, max_iter=300, dtype=torch.float64, generator=gen
+    )
+    torch.testing.assert_close(values, torch.tensor([3.0, 2.5, 2.0], dtype=torch.float64))
+    assert info.converged and info.num_matvecs < 300
+    torch.testing.assert_close(mat @ vectors[:, 0], 3.0 * vectors[:, 0], atol=1e-7, rtol=0)
+
+
+def test_lanczos_restarts_when_start_vector_spans_an_invariant_subspace():
+    # v0 exactly a non-top eigenvector: the Krylov space breaks down after one step.
+    mat = torch.diag(torch.arange(1.0, 21.0, dtype=torch.float64))
+    v0 = torch.zeros(20, dtype=torch.float64)
+    v0[3] = 1.0
+    values, _, info = lanczos(lambda v: mat @ v, 20, 1, tol=1e-10, v0=v0, dtype=torch.float64)
+    assert float(values[0]) == pytest.approx(20.0, rel=1e-10) and info.converged
+
+
+# -- batched --------------------------------------------------------------------------
 
 
 def test_each_row_reproduces_lanczos_with_the_same_generator():
-    mats = [_symmetric(30, s) for s in range(3)]
+    mats = [symmetric(30, s) for s in range(3)]
     block = torch.stack(mats)
     values, vectors, infos = batched_lanczos(
         lambda v: torch.bmm(block, v[:, :, None])[:, :, 0],
@@ -49,7 +68,7 @@ def test_each_row_reproduces_lanczos_with_the_same_generator():
 
 def test_one_hvp_of_a_summed_loss_gives_every_members_sharpness():
     # Independent quadratics 0.5 x^T A_i x stacked on a member axis: block-diagonal Hessian.
-    mats = torch.stack([_symmetric(12, s) for s in range(4)])
+    mats = torch.stack([symmetric(12, s) for s in range(4)])
     x = torch.randn(4, 12, dtype=torch.float64, requires_grad=True)
     total = 0.5 * torch.einsum("ki,kij,kj->", x, mats, x)
     (grad,) = torch.autograd.grad(total, x, create_graph=True)
@@ -66,7 +85,7 @@ def test_one_hvp_of_a_summed_loss_gives_every_members_sharpness():
 
 
 def test_inactive_rows_are_fed_zeros_and_return_nan():
-    mats = torch.stack([_symmetric(10, s) for s in range(3)])
+    mats = torch.stack([symmetric(10, s) for s in range(3)])
     fed = []
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
@@ -85,7 +104,7 @@ def test_inactive_rows_are_fed_zeros_and_return_nan():
 def test_converged_rows_stop_receiving_work():
     # Row 0 has a well separated top eigenvalue and converges long before row 1.
     easy = torch.diag(torch.cat([torch.tensor([50.0]), torch.linspace(0, 1, 39)])).double()
-    mats = torch.stack([easy, _symmetric(40, 1)])
+    mats = torch.stack([easy, symmetric(40, 1)])
     fed = []
 
     def matvec(v: torch.Tensor) -> torch.Tensor:
@@ -113,41 +132,3 @@ def test_bad_arguments_are_refused(kwargs, message):
     args = {"dim": 10, "batch": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         batched_lanczos(lambda v: v, **args)
-
-
-def test_block_operator_applies_the_wanted_rows_and_drops_the_rest_once_few_remain():
-    # Quadratics 0.5 (x_i^T A_i x_i + b_i x_i^2 sum): block i of the Hessian is A_i + b_i I.
-    k, dim = 6, 5
-    mats = torch.stack([_symmetric(dim, s) for s in range(k)])
-    l2 = torch.arange(k, dtype=torch.float64) / 10
-    built: list[list[int]] = []
-
-    def losses_for(rows: list[int]):
-        built.append(list(rows))
-        return lambda p: 0.5 * torch.einsum("ki,kij,kj->k", p["x"], mats[rows], p["x"])
-
-    x = {"x": torch.randn(k, dim, dtype=torch.float64)}
-    op = BlockHVPOperator(losses_for(list(range(k))), x, l2, losses_for)
-    v = torch.randn(k, dim, dtype=torch.float64)
-    dense = torch.stack([(mats[i] + l2[i] * torch.eye(dim)) @ v[i] for i in range(k)])
-    for rows in ([0, 1, 2, 3, 4, 5], [0, 2, 3, 5], [1, 3, 5], [3, 5], [5]):
-        torch.testing.assert_close(op.apply_rows(v[rows], rows), dense[rows])
-    # Rebuilt for the rows alone when at most half remain: 3 of 6, then 1 of 3.
-    assert built == [list(range(k)), [1, 3, 5], [5]]
-
-
-def test_block_sharpness_matches_each_members_dense_top_eigenvalue():
-    mats = torch.stack([_symmetric(8, s) for s in range(5)])
-    x = {"x": torch.randn(5, 8, dtype=torch.float64)}
-
-    def losses_for(rows: list[int]):
-        return lambda p: 0.5 * torch.einsum("ki,kij,kj->k", p["x"], mats[rows], p["x"])
-
-    op = BlockHVPOperator(losses_for(list(range(5))), x, None, losses_for)
-    active = [True, False, True, True, True]
-    values, _ = block_sharpness(op, active=active, tol=1e-10, max_iter=50)
-    for i in range(5):
-        if active[i]:
-            assert values[i] == pytest.approx(torch.linalg.eigvalsh(mats[i])[-1].item(), rel=1e-8)
-        else:
-            assert math.isnan(values[i])
