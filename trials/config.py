@@ -245,8 +245,10 @@ class TrialConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: ModelConfig = ModelConfig()
-    dataset: DatasetConfig = DatasetConfig()
+    # Built on first use, not at import: resolving them loads registry plugins, which may
+    # import this package themselves (a model plugin's module defining a dataset too).
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
     loss: Literal["mse", "xent"] = "mse"
     parameterization: str = "sp"
     init_scale: Annotated[float, MEMBER_INDEPENDENT] = Field(default=2.0, gt=0)

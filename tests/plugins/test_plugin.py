@@ -8,6 +8,8 @@ Adam's pre-conditioned sharpness, and `analyze` into a phase diagram.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import pandas as pd
@@ -161,3 +163,20 @@ def test_the_readme_shows_the_installed_example_verbatim():
         assert (PLUGIN_DIR / name).read_text() in readme, name
     assert SPEC["base"]["model"] == {"name": "resmlp", "width": 16, "blocks": 2}
     assert "model: {name: resmlp, width: 16, blocks: 2}" in readme
+
+
+@pytest.mark.parametrize("first", ["warmup_core.models", "trials", "sweeps.cli"])
+def test_a_plugin_module_that_imports_the_package_loads_whatever_is_imported_first(first):
+    """The plugin's module imports `trials.data`; loading its model entry first must not
+    leave its dataset entry half-imported (a fresh interpreter, warnings as errors)."""
+    code = (
+        f"import {first}\n"
+        "from warmup_core.models import MODEL_REGISTRY\n"
+        "from trials.data import DATASET_REGISTRY\n"
+        "assert MODEL_REGISTRY.get('resmlp').name == 'resmlp'\n"
+        "assert DATASET_REGISTRY.get('teacher').name == 'teacher'\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
