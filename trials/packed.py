@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
 from trials.config import TrialConfig, fields_with
 from trials.rates import TrialRates
@@ -61,7 +61,6 @@ from warmup_core.optim import Adam, Optimizer
 # must be equal.
 MEMBER_FIELDS = fields_with(TrialConfig, member=True)
 FORWARDS = ("auto", "batched", "vmap")
-CALIBRATION_S = 0.25  # shortest timing of a calibration: a few steps of a small model are noise
 
 Params = dict[str, torch.Tensor]
 
@@ -715,45 +714,3 @@ def run_pack(
 
 def _result(m: _Member) -> TrialResult:
     return TrialResult(m.summary["trial_id"], m.summary["status"], m.summary, m.steps)
-
-
-def training_rates(
-    config: TrialConfig, k: int, *, steps: int = 3, problem: Problem | None = None
-) -> tuple[float, float]:
-    """Trial-steps per second of plain training steps (SGD, no curvature): one trial at a
-    time, and `k` trials packed, each timed over at least `steps` steps and
-    `CALIBRATION_S` seconds. A short calibration for choosing a pack size."""
-    problem = problem or Problem(config)
-    model = problem.build_model(config.init_seed)
-    idx = problem.batch(1)
-    x, y = problem.x_train[idx], problem.y_train[idx]
-    single = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
-    stacked = {n: torch.stack([p.detach()] * k).requires_grad_(True) for n, p in single.items()}
-    forward = packed_forward(model)
-    per_member = vmap(problem.loss_and_accuracy, in_dims=(0, None))
-
-    def one_step() -> None:
-        loss = problem.loss_and_accuracy(functional_call(model, single, (x,)), y)[0]
-        grads = torch.autograd.grad(loss, list(single.values()))
-        with torch.no_grad():
-            for p, g in zip(single.values(), grads, strict=True):
-                p.sub_(1e-6 * g)
-        loss.item()
-
-    def packed_step() -> None:
-        losses = per_member(forward(stacked, x), y)[0]
-        grads = torch.autograd.grad(losses.sum(), list(stacked.values()))
-        with torch.no_grad():
-            for p, g in zip(stacked.values(), grads, strict=True):
-                p.sub_(1e-6 * g)
-        losses.tolist()
-
-    def rate(step: Callable[[], None], trials: int) -> float:
-        step()  # warm-up: allocations and first-call dispatch
-        done, start = 0, time.perf_counter()
-        while done < steps or time.perf_counter() - start < CALIBRATION_S:
-            step()
-            done += 1
-        return trials * done / (time.perf_counter() - start)
-
-    return rate(one_step, 1), rate(packed_step, k)

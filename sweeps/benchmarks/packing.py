@@ -31,7 +31,9 @@ from typing import Any
 
 import torch
 
-from trials.config import TrialConfig
+from trials import TrialConfig
+
+__all__ = ["format_table", "matmul_flops", "run"]
 
 SMALL = {
     "model": {"name": "fcn", "width": 128, "depth": 3},
@@ -91,8 +93,7 @@ def _flops_per_trial_step(config: TrialConfig, problem) -> float:
 def _in_process(
     model: dict[str, Any], ks: tuple[int, ...], num_steps: int, device: str = "cpu"
 ) -> list[dict]:
-    from trials.packed import run_pack
-    from trials.trial import Problem, run_trial
+    from trials import Problem, run_pack, run_trial
 
     problem = Problem(_configs(model, 1, num_steps, device)[0])
     flops = _flops_per_trial_step(_configs(model, 1, num_steps, device)[0], problem)
@@ -116,8 +117,7 @@ def _in_process(
 def _half_diverging(num_steps: int, device: str = "cpu") -> dict[str, Any]:
     """16 small-MLP trials, half at a rate that diverges within a few steps: packed
     against one at a time, with both runs' statuses."""
-    from trials.packed import run_pack
-    from trials.trial import Problem, run_trial
+    from trials import Problem, run_pack, run_trial
 
     configs = [
         c.model_copy(update={"eta_trgt": 50.0 if i % 2 else c.eta_trgt})
@@ -146,8 +146,7 @@ def _quickstart() -> dict[str, Any]:
     `pack_size: 16` (packs whatever the calibration says)."""
     import ray
 
-    from sweeps.runner import init_ray, run_sweep
-    from sweeps.spec import load_spec
+    from sweeps import init_ray, load_spec, run_sweep
 
     bundled, _ = load_spec("quickstart")
     cpus = os.cpu_count() or 1
@@ -167,8 +166,7 @@ def _quickstart() -> dict[str, Any]:
 def _end_to_end(k: int, num_trials: int, num_steps: int) -> dict[str, Any]:
     import ray
 
-    from sweeps.runner import init_ray, run_sweep
-    from sweeps.spec import SweepSpec
+    from sweeps import SweepSpec, init_ray, run_sweep
 
     def spec(pack_size: int) -> SweepSpec:
         return SweepSpec.model_validate(
