@@ -11,7 +11,10 @@ RESULTS ?= sweep-results
 $(BIN)/warmup-sweep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# compat: the project root goes on sys.path, so the installed packages win over a
+	# folder named results/, trials/ or sweeps/ in the current directory (a notebook's,
+	# a Ray worker's); the default editable finder comes after such namespace folders.
+	$(BIN)/python -m pip install --quiet -e ".[dev]" --config-settings editable_mode=compat
 	touch $@
 
 quickstart: $(BIN)/warmup-sweep

@@ -16,7 +16,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from sweeps.spec import PlannedTrial, RelativeAxis, SweepSpec, axis_values, make_trial
+from sweeps.grid import PlannedTrial, axis_values, make_trial
+from sweeps.schema import RelativeAxis, SweepSpec
+
+__all__ = ["BoundarySearch", "Bracket"]
 
 
 @dataclass

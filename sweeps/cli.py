@@ -16,6 +16,8 @@ from pathlib import Path
 
 import yaml
 
+__all__ = ["DEFAULT_RESULTS", "UsageError", "main"]
+
 DEFAULT_RESULTS = "./sweep-results"
 
 
@@ -82,9 +84,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `warmup-sweep` console script."""
     args = _parser().parse_args(argv)
-    from sweeps.runner import ClusterError
-    from sweeps.spec import SpecError
-    from trials.data import DataError
+    from sweeps import ClusterError, SpecError
+    from trials import DataError
 
     handlers = {
         "run": _run,
@@ -111,9 +112,8 @@ def _check_results_location(results: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from results.store import child
-    from sweeps.runner import dry_run, run_sweep
-    from sweeps.spec import load_spec
+    from results import child
+    from sweeps import dry_run, load_spec, run_sweep
 
     if args.resume:
         raise UsageError(
@@ -158,8 +158,9 @@ def _sweep_dir(location: str) -> str:
 
 def _read_spec(sweep_dir: str):
     """The sweep's resolved spec.yaml, or None without one."""
-    from results.store import child, read_text
-    from sweeps.spec import parse_spec
+    from results import child
+    from results.store import read_text
+    from sweeps import parse_spec
 
     text = read_text(child(sweep_dir, "spec.yaml"))
     if text is None:
@@ -168,9 +169,8 @@ def _read_spec(sweep_dir: str):
 
 
 def _status(args: argparse.Namespace) -> int:
-    from results.schema import STATUSES
-    from results.store import read_statuses
-    from sweeps.spec import expand
+    from results import STATUSES, read_statuses
+    from sweeps import expand
 
     d = _sweep_dir(args.dir)
     unreadable: list[tuple[str, str]] = []
@@ -216,7 +216,7 @@ def _analyze(args: argparse.Namespace) -> int:
 
 def _planned_count(sweep_dir: str) -> int | None:
     """How many trials the sweep's grid plans (None for searches or without spec.yaml)."""
-    from sweeps.spec import expand
+    from sweeps import expand
 
     spec = _read_spec(sweep_dir)
     if spec is None or spec.search.kind != "grid":
@@ -227,9 +227,8 @@ def _planned_count(sweep_dir: str) -> int | None:
 def _probe(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
-    from sweeps.spec import SpecError, _format_validation, load_spec
-    from trials.config import TrialConfig
-    from trials.probe import probe
+    from sweeps import SpecError, format_validation_error, load_spec
+    from trials import TrialConfig, probe
 
     path = Path(args.spec_or_trial)
     data = None
@@ -242,7 +241,7 @@ def _probe(args: argparse.Namespace) -> int:
         try:
             config = TrialConfig.model_validate(data)
         except ValidationError as exc:
-            raise SpecError(f"{path}: {_format_validation(exc, '')}") from None
+            raise SpecError(f"{path}: {format_validation_error(exc)}") from None
     else:
         spec, _ = load_spec(args.spec_or_trial)
         config = TrialConfig.model_validate(spec.base)
@@ -264,7 +263,7 @@ def _probe(args: argparse.Namespace) -> int:
 
 
 def _specs(args: argparse.Namespace) -> int:
-    from sweeps.spec import bundled_specs, load_spec
+    from sweeps import bundled_specs, load_spec
 
     for name, path in bundled_specs().items():
         spec, _ = load_spec(path)

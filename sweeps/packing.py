@@ -20,20 +20,40 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+import ray
 import torch
 from torch.func import functional_call, vmap
 
-from sweeps.spec import PlannedTrial
-from trials import Problem, TrialConfig, pack_key, packed_forward, resolve_device, unpackable_reason
+from sweeps.grid import PlannedTrial
+from trials import (
+    Problem,
+    TrialConfig,
+    pack_key,
+    packed_forward,
+    resolve_device,
+    unpackable_reason,
+)
+
+__all__ = [
+    "CANDIDATES",
+    "MAX_PACK",
+    "QUEUE",
+    "auto_pack_size",
+    "concurrent_workers",
+    "group_into_packs",
+    "resolve_pack_size",
+    "training_rates",
+    "unpackable_models",
+]
 
 MAX_PACK = 64
 CANDIDATES = (4, 16, 64)
+CALIBRATION_S = 0.25  # shortest timing of a calibration: a few steps of a small model are noise
 # Training FLOPs per trial-step above which a CPU is compute-bound and packing gains
 # nothing (measured: MLP 3072-256-256-10 at batch 256, ~0.9 GFLOP, ran 0.6x packed).
 CPU_COMPUTE_BOUND_FLOPS = 3e8
 MIN_GAIN = 1.2  # calibrated speed-up a pack must show to be worth it
 QUEUE = 4  # a pack holds up to QUEUE x its slots in trials
-CALIBRATION_S = 0.25  # shortest timing of a calibration: a few steps of a small model are noise
 
 
 def _groups(planned: Sequence[PlannedTrial]) -> list[list[PlannedTrial]]:
@@ -79,6 +99,48 @@ def _activations_per_example(problem: Problem, config: TrialConfig) -> int:
         for h in hooks:
             h.remove()
     return total
+
+
+def training_rates(
+    config: TrialConfig, k: int, *, steps: int = 3, problem: Problem | None = None
+) -> tuple[float, float]:
+    """Trial-steps per second of plain training steps (SGD, no curvature): one trial at a
+    time, and `k` trials packed, each timed over at least `steps` steps and
+    `CALIBRATION_S` seconds. A short calibration for choosing a pack size."""
+    problem = problem or Problem(config)
+    model = problem.build_model(config.init_seed)
+    idx = problem.batch(1)
+    x, y = problem.x_train[idx], problem.y_train[idx]
+    single = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
+    stacked = {n: torch.stack([p.detach()] * k).requires_grad_(True) for n, p in single.items()}
+    forward = packed_forward(model)
+    per_member = vmap(problem.loss_and_accuracy, in_dims=(0, None))
+
+    def one_step() -> None:
+        loss = problem.loss_and_accuracy(functional_call(model, single, (x,)), y)[0]
+        grads = torch.autograd.grad(loss, list(single.values()))
+        with torch.no_grad():
+            for p, g in zip(single.values(), grads, strict=True):
+                p.sub_(1e-6 * g)
+        loss.item()
+
+    def packed_step() -> None:
+        losses = per_member(forward(stacked, x), y)[0]
+        grads = torch.autograd.grad(losses.sum(), list(stacked.values()))
+        with torch.no_grad():
+            for p, g in zip(stacked.values(), grads, strict=True):
+                p.sub_(1e-6 * g)
+        losses.tolist()
+
+    def rate(step: Callable[[], None], trials: int) -> float:
+        step()  # warm-up: allocations and first-call dispatch
+        done, start = 0, time.perf_counter()
+        while done < steps or time.perf_counter() - start < CALIBRATION_S:
+            step()
+            done += 1
+        return trials * done / (time.perf_counter() - start)
+
+    return rate(one_step, 1), rate(packed_step, k)
 
 
 def auto_pack_size(
@@ -130,8 +192,6 @@ def unpackable_models(groups: Sequence[Sequence[PlannedTrial]]) -> dict[str, str
 
 def concurrent_workers(cpus: float) -> int:
     """Trials of `cpus` CPUs each that the connected Ray cluster runs at once (1 without Ray)."""
-    import ray
-
     if not ray.is_initialized():
         return 1
     return max(1, int(ray.cluster_resources().get("CPU", 1) // max(cpus, 1e-9)))
@@ -167,45 +227,3 @@ def resolve_pack_size(
     if pack_size != "auto":
         return min(int(pack_size), share)
     return 1 if share == 1 else auto_pack_size(largest[0].config, cpus=cpus, most=share)
-
-
-def training_rates(
-    config: TrialConfig, k: int, *, steps: int = 3, problem: Problem | None = None
-) -> tuple[float, float]:
-    """Trial-steps per second of plain training steps (SGD, no curvature): one trial at a
-    time, and `k` trials packed, each timed over at least `steps` steps and
-    `CALIBRATION_S` seconds. A short calibration for choosing a pack size."""
-    problem = problem or Problem(config)
-    model = problem.build_model(config.init_seed)
-    idx = problem.batch(1)
-    x, y = problem.x_train[idx], problem.y_train[idx]
-    single = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
-    stacked = {n: torch.stack([p.detach()] * k).requires_grad_(True) for n, p in single.items()}
-    forward = packed_forward(model)
-    per_member = vmap(problem.loss_and_accuracy, in_dims=(0, None))
-
-    def one_step() -> None:
-        loss = problem.loss_and_accuracy(functional_call(model, single, (x,)), y)[0]
-        grads = torch.autograd.grad(loss, list(single.values()))
-        with torch.no_grad():
-            for p, g in zip(single.values(), grads, strict=True):
-                p.sub_(1e-6 * g)
-        loss.item()
-
-    def packed_step() -> None:
-        losses = per_member(forward(stacked, x), y)[0]
-        grads = torch.autograd.grad(losses.sum(), list(stacked.values()))
-        with torch.no_grad():
-            for p, g in zip(stacked.values(), grads, strict=True):
-                p.sub_(1e-6 * g)
-        losses.tolist()
-
-    def rate(step: Callable[[], None], trials: int) -> float:
-        step()  # warm-up: allocations and first-call dispatch
-        done, start = 0, time.perf_counter()
-        while done < steps or time.perf_counter() - start < CALIBRATION_S:
-            step()
-            done += 1
-        return trials * done / (time.perf_counter() - start)
-
-    return rate(one_step, 1), rate(packed_step, k)

@@ -17,6 +17,8 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
+__all__ = ["MAX_REPEATS", "UniqueSearch"]
+
 MAX_REPEATS = 50  # proposals of taken trials in a row before the next free grid point
 
 

@@ -6,7 +6,14 @@ Modules, in import order (each imports only those before it): `config`, `data`,
 `problem`, `records`, `rates`, `packable`, `stack`, `loop`, `trial`, `probe`, `tune`.
 """
 
-from trials.config import FieldRole, TrialConfig, apply_overrides, fields_with
+from trials.config import (
+    FieldRole,
+    TrialConfig,
+    apply_overrides,
+    fields_with,
+    id_of,
+    id_pieces,
+)
 from trials.data import DATASET_REGISTRY, DataError, Dataset, load_dataset
 from trials.loop import run_pack
 from trials.packable import (
@@ -35,6 +42,8 @@ __all__ = [
     "apply_overrides",
     "check_packable",
     "fields_with",
+    "id_of",
+    "id_pieces",
     "load_dataset",
     "pack_key",
     "packed_forward",

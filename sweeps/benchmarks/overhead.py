@@ -17,7 +17,9 @@ import tempfile
 import time
 from typing import Any
 
-from sweeps.spec import SweepSpec, expand, load_spec
+from sweeps import SweepSpec, expand, load_spec
+
+__all__ = ["format_table", "run"]
 
 
 def _spec(quick: bool, **changes: Any) -> SweepSpec:
@@ -43,7 +45,7 @@ def _sequential(spec: SweepSpec, results: str) -> float:
 
 
 def _ray(spec: SweepSpec, results: str) -> float:
-    from sweeps.runner import run_sweep
+    from sweeps import run_sweep
 
     start = time.perf_counter()
     outcome = run_sweep(spec, results, stream=io.StringIO())
@@ -57,7 +59,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     import ray
     import torch
 
-    from sweeps.runner import init_ray
+    from sweeps import init_ray
 
     cpus = os.cpu_count() or 1
     serial = _spec(quick, name="bench-serial", max_concurrent=1)

@@ -31,7 +31,9 @@ from typing import Any
 
 import torch
 
-from trials.config import TrialConfig
+from trials import TrialConfig
+
+__all__ = ["format_table", "matmul_flops", "run"]
 
 SMALL = {
     "model": {"name": "fcn", "width": 128, "depth": 3},
@@ -144,8 +146,7 @@ def _quickstart() -> dict[str, Any]:
     `pack_size: 16` (packs whatever the calibration says)."""
     import ray
 
-    from sweeps.runner import init_ray, run_sweep
-    from sweeps.spec import load_spec
+    from sweeps import init_ray, load_spec, run_sweep
 
     bundled, _ = load_spec("quickstart")
     cpus = os.cpu_count() or 1
@@ -165,8 +166,7 @@ def _quickstart() -> dict[str, Any]:
 def _end_to_end(k: int, num_trials: int, num_steps: int) -> dict[str, Any]:
     import ray
 
-    from sweeps.runner import init_ray, run_sweep
-    from sweeps.spec import SweepSpec
+    from sweeps import SweepSpec, init_ray, run_sweep
 
     def spec(pack_size: int) -> SweepSpec:
         return SweepSpec.model_validate(

@@ -27,6 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow.dataset as ds
 
+__all__ = ["format_table", "measure", "run"]
+
 STEPS_PER_TRIAL = 200
 SIZES = (1_000, 10_000, 50_000)
 QUICK_SIZES = (60,)
@@ -34,7 +36,7 @@ QUICK_SIZES = (60,)
 
 def _spec(planned: int):
     """A tiny-model grid of `planned` trials: 10 eta_trgt x 2 warmups x seeds."""
-    from sweeps.spec import parse_spec
+    from sweeps import parse_spec
 
     seeds = max(1, planned // 20)
     return parse_spec(
@@ -81,8 +83,8 @@ def measure(n: int) -> dict[str, Any]:
 
     Prints the mean write cost of every tenth of the writes to stderr as it goes.
     """
-    from results.store import load, read_statuses, sweep_dir, write_trial
-    from sweeps.runner import pending_trials
+    from results import load, read_statuses, sweep_dir, write_trial
+    from sweeps import pending_trials
     from trials import trial_summary
 
     spec = _spec(2 * n)

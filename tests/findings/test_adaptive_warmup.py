@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sweeps.spec import expand, load_spec
+from sweeps import expand, load_spec
 from trials import run_pack
 
 FACETS = ["parameterization", "optimizer"]

@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from sweeps.spec import bundled_specs, expand, load_spec
+from sweeps import bundled_specs, expand, load_spec
 from tests.trials.test_data import write_cifar
 from tests.trials.test_every_path import distinct_paths, shrink
 from trials import run_trial

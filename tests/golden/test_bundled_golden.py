@@ -13,7 +13,7 @@ import math
 
 import pytest
 
-from sweeps.spec import bundled_specs
+from sweeps import bundled_specs
 from tests.golden.bundled import GOLDEN, cifar_stand_in, snapshot
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -18,10 +18,9 @@ import ray
 import torch
 import yaml
 
+from sweeps import SpecError, expand, init_ray, parse_spec
 from sweeps.cli import main
 from sweeps.packing import resolve_pack_size
-from sweeps.runner import init_ray
-from sweeps.spec import SpecError, expand, parse_spec
 from trials import Problem
 from trials.config import TrialConfig
 from warmup_core.models import MODEL_REGISTRY

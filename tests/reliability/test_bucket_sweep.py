@@ -8,7 +8,7 @@ import pytest
 
 from results import load, read_statuses, sweep_dir
 from results.store import resolve
-from sweeps.spec import expand, parse_spec
+from sweeps import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
 
 pytestmark = pytest.mark.slow

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sweeps.spec import expand, parse_spec
+from sweeps import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
 from trials import run_pack, run_trial
 

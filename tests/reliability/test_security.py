@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 
 from results.store import sweep_dir, write_spec, write_trial
-from sweeps.spec import SpecError, parse_spec
+from sweeps import SpecError, parse_spec
 from tests.reliability.conftest import snapshot, tiny_spec
 
 # Runs in a fresh interpreter: its own embedded Ray, whatever this pytest process holds.
 BINDING_PROBE = """
 import json, os
 import ray
-from sweeps.runner import init_ray
+from sweeps import init_ray
 
 init_ray(None, num_cpus=1)
 ray.get(ray.remote(lambda: 1).remote())  # start a worker too

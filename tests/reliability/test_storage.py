@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from sweeps.spec import expand, parse_spec
+from sweeps import expand, parse_spec
 from tests.reliability.conftest import tiny_spec
 from trials import run_trial
 

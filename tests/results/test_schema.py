@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from results.schema import TRIAL_SCHEMA, trial_table
-from sweeps.spec import bundled_specs, expand, load_spec
+from sweeps import bundled_specs, expand, load_spec
 from trials import trial_summary
 
 _ARROW_FOR = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from results.store import write_spec
+from results import write_spec
+from sweeps import expand, parse_spec, resolved_yaml
 from sweeps.cli import main
-from sweeps.spec import expand, parse_spec, resolved_yaml
 from tests.sweeps.conftest import tiny_spec
 from trials import run_trial
 

@@ -7,9 +7,8 @@ import pandas as pd
 import pytest
 import ray
 
+from sweeps import SweepSpec, expand, run_sweep
 from sweeps.packing import auto_pack_size, group_into_packs, resolve_pack_size
-from sweeps.runner import run_sweep
-from sweeps.spec import SweepSpec, expand
 
 
 def _spec(**changes) -> SweepSpec:

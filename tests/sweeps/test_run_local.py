@@ -16,10 +16,9 @@ import pytest
 import ray
 import yaml
 
+from sweeps import expand, init_ray, parse_spec, run_sweep
 from sweeps.boundary import BoundarySearch
 from sweeps.cli import main
-from sweeps.runner import init_ray, run_sweep
-from sweeps.spec import expand, parse_spec
 from tests.sweeps.conftest import tiny_spec
 
 
@@ -199,6 +198,25 @@ def test_boundary_search_brackets_divergence_with_fewer_trials(ray_local, tmp_pa
     again = run_sweep(spec, str(tmp_path), stream=io.StringIO())
     assert again.counts == outcome.counts
     assert stamps(tmp_path / "boundary") == before
+
+
+@pytest.mark.slow  # two boundary searches of three rounds each
+def test_boundary_rounds_pack_like_the_grid_and_find_the_same_boundary(ray_local, tmp_path):
+    data = boundary_spec()
+    data["grid"]["warmup_steps"] = [1, 4]  # two points: the first round has four trials
+    data["base"]["dtype"] = "float64"  # packed and one-at-a-time sums agree to the last bits
+    packed_log, plain_log = io.StringIO(), io.StringIO()
+    packed = run_sweep(parse_spec({**data, "pack_size": 2}), str(tmp_path / "p"), stream=packed_log)
+    plain = run_sweep(parse_spec(data), str(tmp_path / "u"), stream=plain_log)
+
+    # Four trials over two workers: two packs of two (later rounds, one trial a point, not).
+    assert "2 packs, each training up to 2 trials at once" in packed_log.getvalue()
+    assert "packs" not in plain_log.getvalue()
+    assert packed.exit_code == plain.exit_code == 0
+    assert packed.counts == plain.counts and packed.planned == plain.planned
+    table = plain_log.getvalue().split("divergence boundary")[1]
+    assert "diverges at" in table  # both points found a bracket, not a failure
+    assert packed_log.getvalue().split("divergence boundary")[1] == table
 
 
 def _drive(search: BoundarySearch, status_of) -> list:

@@ -1,4 +1,5 @@
-"""Tests for sweeps.spec: bundled specs, grid expansion, and refusal of malformed specs."""
+"""Tests for sweeps.spec and sweeps.grid: bundled specs, grid expansion, and refusal of
+malformed specs."""
 
 from __future__ import annotations
 
@@ -11,14 +12,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-import trials.config
-from sweeps.spec import (
-    INDEPENDENT_FIELDS,
+from sweeps import (
     PlannedTrial,
     SpecError,
     SweepSpec,
-    _plan_grid,
-    axis_values,
     bundled_specs,
     expand,
     load_spec,
@@ -26,8 +23,9 @@ from sweeps.spec import (
     parse_spec,
     resolved_yaml,
 )
+from sweeps.grid import INDEPENDENT_FIELDS, axis_values, plan_grid
 from tests.sweeps.conftest import tiny_spec
-from trials.config import TrialConfig, apply_overrides
+from trials import TrialConfig, apply_overrides
 
 # ---------------------------------------------------------------------------
 # Bundled specs
@@ -376,7 +374,7 @@ GRIDS = {
 @pytest.mark.parametrize("data", GRIDS.values(), ids=list(GRIDS))
 def test_expand_makes_the_trials_of_validating_every_point(data: dict) -> None:
     spec = parse_spec(data)
-    assert _plan_grid(spec, axis_values(spec)) is not None  # checked by parts, not per point
+    assert plan_grid(spec) is not None  # checked by parts, not per point
     expected = _every_point(spec)
     planned = expand(spec)
     assert [p.trial_id for p in planned] == [tid for _, _, tid in expected]
@@ -462,7 +460,7 @@ def test_no_validator_of_a_trial_config_reads_an_independent_field() -> None:
     # `expand` validates each value of an independent field once, alone; that holds only
     # while no model validator (or what it calls on the config) reads such a field.
     assert INDEPENDENT_FIELDS.issubset(TrialConfig.model_fields)
-    module = ast.parse(inspect.getsource(trials.config))
+    module = ast.parse(inspect.getsource(inspect.getmodule(TrialConfig)))
     trial_class = next(
         n for n in module.body if isinstance(n, ast.ClassDef) and n.name == "TrialConfig"
     )

@@ -13,9 +13,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from results.store import STATUS_CACHE, write_trial
-from sweeps.runner import Ledger, _refreshing_cache, pending_trials
-from sweeps.spec import expand, parse_spec
+from results import write_trial
+from results.store import STATUS_CACHE
+from sweeps import expand, parse_spec, pending_trials
+from sweeps.ledger import Ledger, refreshing_cache
 from tests.sweeps.conftest import tiny_spec
 
 
@@ -66,7 +67,7 @@ class _CountingLedger:
 
 def test_the_refresher_runs_while_trials_run_and_once_after() -> None:
     ledger = _CountingLedger(fail=True)  # errors in the background must not end the run
-    with _refreshing_cache(ledger, every_s=0.01):  # type: ignore[arg-type]
+    with refreshing_cache(ledger, every_s=0.01):  # type: ignore[arg-type]
         deadline = time.monotonic() + 30
         while ledger.calls < 3 and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -78,7 +79,7 @@ def test_the_refresher_runs_while_trials_run_and_once_after() -> None:
 
 def test_a_run_that_fails_stops_the_refresher_without_a_last_refresh() -> None:
     ledger = _CountingLedger()
-    with pytest.raises(KeyboardInterrupt), _refreshing_cache(ledger, every_s=60):  # type: ignore[arg-type]
+    with pytest.raises(KeyboardInterrupt), refreshing_cache(ledger, every_s=60):  # type: ignore[arg-type]
         raise KeyboardInterrupt
     assert ledger.calls == 0
     assert not [t for t in threading.enumerate() if t.name == "status-cache"]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sweeps.spec import bundled_specs, expand, load_spec
+from sweeps import bundled_specs, expand, load_spec
 from tests.trials.test_data import write_cifar
 from trials import run_pack, run_trial
 from trials.config import TrialConfig
