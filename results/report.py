@@ -24,6 +24,7 @@ from results.analysis import (
     divergence_boundary,
     regime_map,
 )
+from results.loading import load
 from results.plots import (
     has_adam_and_giadam,
     plot_adam_vs_giadam,
@@ -34,7 +35,6 @@ from results.plots import (
     trajectory_facets,
 )
 from results.schema import STATUSES
-from results.store import load
 
 # Facets added when they take more than one value in the sweep.
 VARYING_FACETS = ("eta_init_mode", "warmup_shape")

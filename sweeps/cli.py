@@ -111,7 +111,7 @@ def _check_results_location(results: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from results.store import child
+    from results import child
     from sweeps.runner import dry_run, run_sweep
     from sweeps.spec import load_spec
 
@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sweep_dir(location: str) -> str:
     """The sweep directory (local path or URI) after checking it holds a sweep."""
-    from results.store import is_sweep_dir
+    from results import is_sweep_dir
 
     try:
         found = is_sweep_dir(location)
@@ -158,7 +158,7 @@ def _sweep_dir(location: str) -> str:
 
 def _read_spec(sweep_dir: str):
     """The sweep's resolved spec.yaml, or None without one."""
-    from results.store import child, read_text
+    from results import child, read_text
     from sweeps.spec import parse_spec
 
     text = read_text(child(sweep_dir, "spec.yaml"))
@@ -168,8 +168,8 @@ def _read_spec(sweep_dir: str):
 
 
 def _status(args: argparse.Namespace) -> int:
+    from results import read_statuses
     from results.schema import STATUSES
-    from results.store import read_statuses
     from sweeps.spec import expand
 
     d = _sweep_dir(args.dir)

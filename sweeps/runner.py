@@ -37,8 +37,8 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 import ray
 from ray import tune
 
+from results import child, read_statuses, read_summaries, resolve, write_spec
 from results.schema import ENDED, STATUSES
-from results.store import child, read_statuses, read_summaries, resolve, write_spec
 from sweeps.packing import concurrent_workers, group_into_packs, resolve_pack_size
 from sweeps.spec import PlannedTrial, SweepSpec, expand, make_trial, resolved_yaml
 from trials.tune import ID_KEY, overrides_of, pack_trainable, trainable

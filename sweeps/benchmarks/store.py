@@ -81,7 +81,7 @@ def measure(n: int) -> dict[str, Any]:
 
     Prints the mean write cost of every tenth of the writes to stderr as it goes.
     """
-    from results.store import load, read_statuses, sweep_dir, write_trial
+    from results import load, read_statuses, sweep_dir, write_trial
     from sweeps.runner import pending_trials
     from trials.trial import trial_summary
 

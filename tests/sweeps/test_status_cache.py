@@ -13,7 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from results.store import STATUS_CACHE, write_trial
+from results import STATUS_CACHE, write_trial
 from sweeps.runner import Ledger, _refreshing_cache, pending_trials
 from sweeps.spec import expand, parse_spec
 from tests.sweeps.conftest import tiny_spec
