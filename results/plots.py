@@ -27,9 +27,9 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter
 from results.analysis import (
     DEFAULT_FACETS,
     PhaseDiagram,
-    _clean,
     divergence_boundary,
     facet_label,
+    facet_value,
     phase_diagram,
     sharpness_column,
     threshold_at,
@@ -497,7 +497,7 @@ def trajectory_facets(
         return []
     groups = have.astype({f: object for f in facets}).groupby(facets, dropna=False, sort=True)
     return [
-        (tuple(_clean(k) for k in (key if isinstance(key, tuple) else (key,))), rows)
+        (tuple(facet_value(k) for k in (key if isinstance(key, tuple) else (key,))), rows)
         for key, rows in groups
     ]
 
