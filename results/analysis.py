@@ -30,6 +30,25 @@ import pandas as pd
 
 from results.schema import ADAM_FAMILY, STATUSES
 
+__all__ = [
+    "CELL_STATUSES",
+    "DEFAULT_FACETS",
+    "ETA_COLUMNS",
+    "REGIME_COLUMNS",
+    "FacetKey",
+    "PhaseDiagram",
+    "best_configs",
+    "divergence_boundary",
+    "facet_label",
+    "facet_value",
+    "phase_diagram",
+    "phase_table",
+    "regime_map",
+    "resolve_eta",
+    "sharpness_column",
+    "threshold_at",
+]
+
 DEFAULT_FACETS: tuple[str, ...] = ("parameterization", "optimizer", "init_scale")
 CELL_STATUSES: tuple[str, ...] = ("ok", "stuck", "diverged", "stopped", "error", "missing")
 ETA_COLUMNS: tuple[str, ...] = ("eta_trgt", "eta_trgt_relative")
@@ -40,7 +59,7 @@ FacetKey = tuple[Hashable, ...]
 # --------------------------------------------------------------------------- grouping
 
 
-def _clean(value: Any) -> Hashable:
+def facet_value(value: Any) -> Hashable:
     """Plain Python value for a facet key (NaN/NA -> None, numpy scalars -> Python)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
@@ -61,7 +80,7 @@ def _facet_groups(
     out = []
     for key, rows in groups:
         key = key if isinstance(key, tuple) else (key,)
-        out.append((tuple(_clean(k) for k in key), rows))
+        out.append((tuple(facet_value(k) for k in key), rows))
     return out
 
 
@@ -352,7 +371,13 @@ def best_configs(
 ) -> pd.DataFrame:
     """Best (warmup_steps, eta) cell per facet by seed-mean `metric`, among cells with status `ok`.
 
-    Lower is better unless `higher_is_better` (default: True for metrics named '*accuracy*').
+    Args:
+        trials: the trials table (`results.load`).
+        metric: trials column to rank cells by (its seed mean).
+        facets: trials columns whose combinations get a best cell each.
+        eta: eta axis: "auto", "eta_trgt" or "eta_trgt_relative" (as `phase_table`).
+        higher_is_better: rank descending; default True for metrics named '*accuracy*',
+            else lower is better.
     """
     if higher_is_better is None:
         higher_is_better = "accuracy" in metric
@@ -419,7 +444,7 @@ def regime_map(
     sharpness used is `sharpness_column(optimizer)`; the threshold at warmup end is
     the steps' `threshold`, or computed from `lr` when that was not recorded.
     """
-    from warmup_core import stability  # lazy: results must not need torch to load data
+    from warmup_core import stability  # imported when called: loading results needs no torch
 
     context = [c for c in _TRIAL_CONTEXT if c in trials.columns]
     by_trial = {
@@ -518,19 +543,19 @@ def _at_warmup_end(stability: Any, trial: pd.Series, rows: pd.DataFrame, column:
     }
 
 
-OPTIMIZER_HYPER: tuple[str, ...] = ("momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay")
-
-
 def threshold_at(trial: pd.Series, lr: Any) -> Any:
     """Stability threshold of a trial's optimizer (its `optimizer_*` columns) at rate `lr`.
 
     For runs that did not record the `threshold` column; the same rule the trial applies.
+    The hyperparameters read are those `warmup_core.optim` gives the trial's optimizer.
     """
-    from warmup_core.optim import stability_threshold  # lazy: loading data needs no torch
+    # Imported when called: loading and analysing results needs no torch.
+    from warmup_core.optim import optimizer_defaults, stability_threshold
 
+    name = str(trial.get("optimizer"))
     hyper = {}
-    for key in OPTIMIZER_HYPER:
+    for key, default in optimizer_defaults(name).items():
         value = trial.get(f"optimizer_{key}")
         if value is not None and not pd.isna(value):
-            hyper[key] = bool(value) if key == "nesterov" else float(value)
-    return stability_threshold(str(trial.get("optimizer")), lr, **hyper)
+            hyper[key] = bool(value) if isinstance(default, bool) else float(value)
+    return stability_threshold(name, lr, **hyper)

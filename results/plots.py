@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Hashable, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,13 +28,24 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter, NullFormatter
 from results.analysis import (
     DEFAULT_FACETS,
     PhaseDiagram,
-    _clean,
     divergence_boundary,
     facet_label,
+    facet_value,
     phase_diagram,
     sharpness_column,
     threshold_at,
 )
+
+__all__ = [
+    "choose_trajectory_trials",
+    "has_adam_and_giadam",
+    "plot_adam_vs_giadam",
+    "plot_boundary",
+    "plot_phase_diagrams",
+    "plot_trajectories",
+    "plot_trajectories_by_facet",
+    "trajectory_facets",
+]
 
 CMAP = "viridis"
 BOUNDARY_COLOR = "#D55E00"  # vermillion from the colour-blind-safe Okabe-Ito set
@@ -41,6 +53,7 @@ DIVERGED_COLOR = "#4D4D4D"
 ERROR_COLOR = "#CC79A7"  # reddish purple (Okabe-Ito)
 MISSING_EDGE = "#BBBBBB"
 STOPPED_COLOR = "#56B4E9"  # sky blue (Okabe-Ito)
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")  # one per boundary line, in turn
 
 ETA_AXIS_LABEL = {
     "eta_trgt": r"$\log_2 \eta_{\mathrm{trgt}}$",
@@ -107,6 +120,7 @@ def _boundary_columns(status: pd.DataFrame) -> list[float]:
 
 
 def _draw_phase(ax: Axes, diagram: PhaseDiagram, norm: Normalize, show_boundary: bool) -> AxesImage:
+    """One facet's heatmap with its cell marks, boundary line and axis labels."""
     mean, status = diagram.mean, diagram.status
     n_rows, n_cols = mean.shape
     shown = mean.where(status.isin(["ok", "stuck"]))
@@ -121,47 +135,9 @@ def _draw_phase(ax: Axes, diagram: PhaseDiagram, norm: Normalize, show_boundary:
     )
     for i in range(n_rows):
         for j in range(n_cols):
-            cell = status.iat[i, j]
-            xy = (j - 0.5, i - 0.5)
-            if cell == "diverged":
-                ax.add_patch(
-                    Rectangle(xy, 1, 1, facecolor=DIVERGED_COLOR, edgecolor="white", lw=0.5)
-                )
-                ax.text(j, i, "×", ha="center", va="center", color="white", fontsize=11)
-            elif cell == "stuck":
-                ax.add_patch(Rectangle(xy, 1, 1, fill=False, hatch="///", edgecolor="white", lw=0))
-            elif cell == "stopped":
-                ax.add_patch(
-                    Rectangle(xy, 1, 1, facecolor=STOPPED_COLOR, edgecolor="white", lw=0.5)
-                )
-                ax.text(j, i, "s", ha="center", va="center", color="black", fontsize=10)
-            elif cell == "error":
-                ax.add_patch(Rectangle(xy, 1, 1, facecolor=ERROR_COLOR, edgecolor="white", lw=0.5))
-                ax.text(
-                    j, i, "!", ha="center", va="center", color="black", fontsize=10, weight="bold"
-                )
-            elif cell == "missing":
-                ax.add_patch(
-                    Rectangle(xy, 1, 1, facecolor="white", hatch="..", edgecolor=MISSING_EDGE, lw=0)
-                )
+            _mark_cell(ax, status.iat[i, j], i, j)
     if show_boundary:
-        cols = _boundary_columns(status)
-        xs, ys = [], []
-        for i, j in enumerate(cols):
-            x = -0.5 if np.isnan(j) else j + 0.5  # no trainable eta: boundary at the left edge
-            xs += [x, x]
-            ys += [i - 0.5, i + 0.5]
-        ax.plot(
-            xs,
-            ys,
-            color=BOUNDARY_COLOR,
-            lw=2.5,
-            solid_joinstyle="miter",
-            path_effects=[
-                patheffects.Stroke(linewidth=4.5, foreground="white"),
-                patheffects.Normal(),
-            ],
-        )
+        _draw_boundary_steps(ax, _boundary_columns(status))
     ax.set_xticks(range(n_cols), _log2_labels(list(mean.columns)))
     ax.set_yticks(range(n_rows), [str(w) for w in mean.index])
     ax.set_xlim(-0.5, n_cols - 0.5)
@@ -171,6 +147,46 @@ def _draw_phase(ax: Axes, diagram: PhaseDiagram, norm: Normalize, show_boundary:
     if n_cols > 10:
         ax.tick_params(axis="x", labelrotation=90)
     return image
+
+
+def _mark_cell(ax: Axes, cell: str, i: int, j: int) -> None:
+    """Cover cell (row i, column j) for its status; ok cells keep their colour."""
+    xy = (j - 0.5, i - 0.5)
+    if cell == "diverged":
+        ax.add_patch(Rectangle(xy, 1, 1, facecolor=DIVERGED_COLOR, edgecolor="white", lw=0.5))
+        ax.text(j, i, "×", ha="center", va="center", color="white", fontsize=11)
+    elif cell == "stuck":
+        ax.add_patch(Rectangle(xy, 1, 1, fill=False, hatch="///", edgecolor="white", lw=0))
+    elif cell == "stopped":
+        ax.add_patch(Rectangle(xy, 1, 1, facecolor=STOPPED_COLOR, edgecolor="white", lw=0.5))
+        ax.text(j, i, "s", ha="center", va="center", color="black", fontsize=10)
+    elif cell == "error":
+        ax.add_patch(Rectangle(xy, 1, 1, facecolor=ERROR_COLOR, edgecolor="white", lw=0.5))
+        ax.text(j, i, "!", ha="center", va="center", color="black", fontsize=10, weight="bold")
+    elif cell == "missing":
+        ax.add_patch(
+            Rectangle(xy, 1, 1, facecolor="white", hatch="..", edgecolor=MISSING_EDGE, lw=0)
+        )
+
+
+def _draw_boundary_steps(ax: Axes, columns: list[float]) -> None:
+    """The boundary as a step line right of each row's largest trainable cell."""
+    xs, ys = [], []
+    for i, j in enumerate(columns):
+        x = -0.5 if np.isnan(j) else j + 0.5  # no trainable eta: boundary at the left edge
+        xs += [x, x]
+        ys += [i - 0.5, i + 0.5]
+    ax.plot(
+        xs,
+        ys,
+        color=BOUNDARY_COLOR,
+        lw=2.5,
+        solid_joinstyle="miter",
+        path_effects=[
+            patheffects.Stroke(linewidth=4.5, foreground="white"),
+            patheffects.Normal(),
+        ],
+    )
 
 
 def plot_phase_diagrams(
@@ -188,7 +204,17 @@ def plot_phase_diagrams(
     Diverged cells are dark grey with a white ×, stuck cells hatched over their colour,
     stopped cells (a scheduler ended every seed early) blue with 's', error cells
     purple with '!', missing cells dotted white; the divergence boundary is
-    the orange step line. Loss metrics get a log colour scale unless `log_color=False`.
+    the orange step line.
+
+    Args:
+        trials: the trials table (`results.load`).
+        metric: trials column shown as colour, mean over seeds.
+        facets: trials columns that split the trials into panels.
+        eta: x axis: "auto" (relative eta where every trial of the facet has it),
+            "eta_trgt" or "eta_trgt_relative".
+        log_color: log colour scale; default (None) for loss metrics with positive values.
+        show_boundary: draw the divergence boundary line.
+        path: where to save a PNG, if given.
     """
     diagrams = phase_diagram(trials, metric, facets, eta)
     if not diagrams:
@@ -270,7 +296,17 @@ def plot_boundary(
     path: str | os.PathLike | None = None,
     ax: Axes | None = None,
 ) -> Figure:
-    """Largest trainable eta vs warmup steps (both log2), one line per facet, band up to the first diverged eta."""
+    """Largest trainable eta vs warmup steps (both log2), one line per facet, band up to the first diverged eta.
+
+    Args:
+        trials: the trials table (`results.load`).
+        facets: trials columns whose combinations get a line each.
+        eta: y axis: "auto", "eta_trgt" or "eta_trgt_relative" (as `divergence_boundary`);
+            one panel per eta column in use.
+        path: where to save a PNG, if given.
+        ax: draw into this axes (every eta column on it) instead of a new figure; the
+            caller then owns the figure's title.
+    """
     table = divergence_boundary(trials, facets, eta)
     if table.empty:
         raise ValueError("no trials with eta_trgt and warmup_steps to plot")
@@ -284,35 +320,14 @@ def plot_boundary(
     keys = [tuple(r) for r in table[facets].itertuples(index=False)] if facets else [()]
     varying, caption = _split_facets(facets, keys)
     palette = sns.color_palette("colorblind", max(3, len(set(keys))))
-    markers = ["o", "s", "^", "D", "v", "P", "X", "*"]
     for ax_, column in zip(axes, columns, strict=True):
         part = table[table["eta_column"] == column]
         groups = part.groupby(facets, dropna=False, sort=True) if facets else [((), part)]
         for k, (key, rows) in enumerate(groups):
             key = key if isinstance(key, tuple) else (key,)
-            rows = rows.sort_values("warmup_steps")
             label = _panel_title(facets, key, varying) or "all trials"
-            color, marker = palette[k % len(palette)], markers[k % len(markers)]
-            x = rows["warmup_steps"].to_numpy(float)
-            lo = rows["max_trainable_eta"].to_numpy(float)
-            hi = rows["min_diverged_eta"].to_numpy(float)
-            if np.isnan(lo).all():
-                label += r" (no trainable $\eta$)"
-            ax_.plot(x, lo, marker=marker, color=color, lw=2, label=label)
-            below = np.isnan(lo) & np.isfinite(hi)
-            if below.any():  # everything diverged: the boundary lies below the first diverged eta
-                ax_.plot(
-                    x[below],
-                    hi[below],
-                    marker="v",
-                    ls="",
-                    color=color,
-                    markerfacecolor="none",
-                    markersize=9,
-                )
-            band = np.isfinite(lo) & np.isfinite(hi)
-            if band.any():
-                ax_.fill_between(x, lo, hi, where=band, color=color, alpha=0.15, lw=0)
+            style = (palette[k % len(palette)], _MARKERS[k % len(_MARKERS)])
+            _draw_boundary_line(ax_, rows.sort_values("warmup_steps"), label, *style)
         ax_.set_xscale("log", base=2)
         ax_.set_yscale("log", base=2)
         ax_.set_xlabel(r"warmup steps $T_{\mathrm{wrm}}$")
@@ -323,6 +338,31 @@ def plot_boundary(
         title = "Divergence boundary"
         fig.suptitle(f"{title}\n{caption}" if caption else title, fontsize=12)
     return _save(fig, path)
+
+
+def _draw_boundary_line(ax: Axes, rows: pd.DataFrame, label: str, color: Any, marker: str) -> None:
+    """One facet's largest trainable eta per warmup (rows sorted by warmup_steps), with a
+    band up to the first diverged eta and ▽ where every eta diverged."""
+    x = rows["warmup_steps"].to_numpy(float)
+    lo = rows["max_trainable_eta"].to_numpy(float)
+    hi = rows["min_diverged_eta"].to_numpy(float)
+    if np.isnan(lo).all():
+        label += r" (no trainable $\eta$)"
+    ax.plot(x, lo, marker=marker, color=color, lw=2, label=label)
+    below = np.isnan(lo) & np.isfinite(hi)
+    if below.any():  # everything diverged: the boundary lies below the first diverged eta
+        ax.plot(
+            x[below],
+            hi[below],
+            marker="v",
+            ls="",
+            color=color,
+            markerfacecolor="none",
+            markersize=9,
+        )
+    band = np.isfinite(lo) & np.isfinite(hi)
+    if band.any():
+        ax.fill_between(x, lo, hi, where=band, color=color, alpha=0.15, lw=0)
 
 
 # --------------------------------------------------------------------------- trajectories
@@ -497,7 +537,7 @@ def trajectory_facets(
         return []
     groups = have.astype({f: object for f in facets}).groupby(facets, dropna=False, sort=True)
     return [
-        (tuple(_clean(k) for k in (key if isinstance(key, tuple) else (key,))), rows)
+        (tuple(facet_value(k) for k in (key if isinstance(key, tuple) else (key,))), rows)
         for key, rows in groups
     ]
 
@@ -515,6 +555,13 @@ def plot_trajectories_by_facet(
     Each column shows that facet's own warmup comparison (`choose_trajectory_trials` on
     its trials), so sharpening and reduction regimes can be read next to each other.
     Raises ValueError when fewer than two facets have step rows.
+
+    Args:
+        trials: the trials table (`results.load`).
+        steps: the steps table (`results.load`).
+        facets: trials columns whose combinations get a column each.
+        max_facets: at most this many columns, the first facets in sorted order.
+        path: where to save a PNG, if given.
     """
     groups = trajectory_facets(trials, steps, facets)[:max_facets]
     if len(groups) < 2:

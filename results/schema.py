@@ -24,6 +24,20 @@ from typing import Any
 
 import pyarrow as pa
 
+__all__ = [
+    "ADAM_FAMILY",
+    "CATEGORY_COLUMNS",
+    "ENDED",
+    "NAME_PATTERN",
+    "STATUSES",
+    "STEP_SCHEMA",
+    "TRIAL_SCHEMA",
+    "extra_column_type",
+    "steps_table",
+    "trial_table",
+    "validate_name",
+]
+
 STATUSES: tuple[str, ...] = ("completed", "diverged", "stuck", "stopped", "error")
 # Endings a rerun keeps: all but `error`. `stopped` means a scheduler (ASHA) ended the
 # trial early by design; its files hold the steps it ran and the step it reached.

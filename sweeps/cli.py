@@ -143,7 +143,7 @@ def _run(args: argparse.Namespace) -> int:
 
 def _sweep_dir(location: str) -> str:
     """The sweep directory (local path or URI) after checking it holds a sweep."""
-    from results.store import is_sweep_dir
+    from results import is_sweep_dir
 
     try:
         found = is_sweep_dir(location)
@@ -158,8 +158,7 @@ def _sweep_dir(location: str) -> str:
 
 def _read_spec(sweep_dir: str):
     """The sweep's resolved spec.yaml, or None without one."""
-    from results import child
-    from results.store import read_text
+    from results import child, read_text
     from sweeps import parse_spec
 
     text = read_text(child(sweep_dir, "spec.yaml"))

@@ -8,8 +8,7 @@ from ray import tune
 from ray.air.integrations.mlflow import MLflowLoggerCallback
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
 
-from results import child
-from results.store import resolve
+from results import child, resolve
 from sweeps.ray_private import use_legacy_reporter
 from sweeps.schema import SweepSpec
 from trials.tune import trainable

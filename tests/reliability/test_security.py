@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from results.store import sweep_dir, write_spec, write_trial
+from results import sweep_dir, write_spec, write_trial
 from sweeps import SpecError, parse_spec
 from tests.reliability.conftest import snapshot, tiny_spec
 

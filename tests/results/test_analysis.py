@@ -14,6 +14,7 @@ from results.analysis import (
     phase_diagram,
     phase_table,
     regime_map,
+    threshold_at,
 )
 
 STATUS = pd.CategoricalDtype(["completed", "diverged", "stuck", "error"])
@@ -322,3 +323,28 @@ def test_regime_map_skips_trials_without_steps():
     trials = frame([{"warmup_steps": 1, "eta_trgt": 0.1, "status": "error"}])
     empty = steps_frame("other", np.array([1.0]), np.array([1.0]), 0.1)
     assert regime_map(trials, empty).empty
+
+
+def test_threshold_at_passes_the_trials_optimizer_its_own_hyperparameters():
+    # Flat columns as a mixed sweep loads them: another optimizer's options are null.
+    columns = {
+        "optimizer_momentum": np.nan,
+        "optimizer_nesterov": pd.NA,
+        "optimizer_beta1": np.nan,
+        "optimizer_beta2": np.nan,
+        "optimizer_eps": np.nan,
+        "optimizer_weight_decay": np.nan,
+    }
+
+    def trial(optimizer: str, **hyper) -> pd.Series:
+        flat = {f"optimizer_{k}": v for k, v in hyper.items()}
+        return pd.Series({**columns, "optimizer": optimizer, **flat})
+
+    assert threshold_at(trial("sgd"), 0.1) == pytest.approx(20.0)  # 2 / eta
+    heavy_ball = trial("sgd", momentum=0.9, nesterov=False, weight_decay=0.5)
+    assert threshold_at(heavy_ball, 0.1) == pytest.approx(37.5)  # (2 + 1.8) / 0.1 - 0.5
+    nesterov = trial("sgd", momentum=0.5, nesterov=True)
+    assert threshold_at(nesterov, 0.1) == pytest.approx(15.0)  # (2 + 1) / ((1 + 1) 0.1)
+    assert threshold_at(trial("adam", beta1=0.5, eps=1e-8), 0.1) == pytest.approx(60.0)
+    # An option of another optimizer, set by hand, is not passed on (SGD takes no beta1).
+    assert threshold_at(trial("sgd", beta1=0.5), 0.1) == pytest.approx(20.0)
