@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +19,7 @@ from warmup_core import adaptive
 from warmup_core.models import MODEL_REGISTRY
 from warmup_core.optim import ADAM_FAMILY, OPTIMIZERS, optimizer_defaults
 from warmup_core.parameterization import PARAMETERIZATIONS
+from warmup_core.registry import Entry, Registry
 from warmup_core.schedules import DECAYS, WARMUP_SHAPES
 
 # Options each optimizer accepts (besides its name); others are refused.
@@ -45,11 +46,20 @@ class FieldRole:
       value alone, so a value is valid, and resolves the same, whatever the other fields
       hold (the grid is validated by parts on this: `sweeps.grid`).
     - `hashed`: part of the trial id (only fields that cannot change results are not).
+    - `omit_default`: left out of the trial id while at its default. For a field added
+      after sweeps were run, whose default reproduces what they ran: their trial ids,
+      and so their resume, stay valid. Such a field is never `independent` (the grid's
+      by-parts ids assume every independent field has a place in every id).
     """
 
     member: bool = False
     independent: bool = False
     hashed: bool = True
+    omit_default: bool = False
+
+    def __post_init__(self) -> None:
+        if self.omit_default and self.independent:
+            raise ValueError("FieldRole: an omit_default field cannot be independent")
 
 
 MEMBER = FieldRole(member=True)
@@ -73,16 +83,25 @@ def fields_with(model: type[BaseModel], **wanted: bool) -> frozenset[str]:
     )
 
 
-def _unhashed(model: type[BaseModel]) -> dict[str, Any]:
-    """pydantic's `exclude` for the fields (nested too) that are not part of the id."""
+def _id_exclude(model: BaseModel) -> dict[str, Any]:
+    """pydantic's `exclude` for what `model`'s trial id leaves out: unhashed fields, and
+    `omit_default` fields and registry options at their defaults (nested configs too)."""
+    cls = type(model)
     out: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        if not _role(model, name).hashed:
+    for name, info in cls.model_fields.items():
+        role, value = _role(cls, name), getattr(model, name)
+        if not role.hashed or (
+            role.omit_default and value == info.get_default(call_default_factory=True)
+        ):
             out[name] = True
-        elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            nested = _unhashed(info.annotation)
-            if nested:
-                out[name] = set(nested)
+        elif isinstance(value, BaseModel) and (nested := _id_exclude(value)):
+            out[name] = nested
+    if isinstance(model, _Entry):
+        options = model.registry_entry().options
+        for key, value in (model.model_extra or {}).items():
+            option = options.get(key)
+            if option is not None and option.omit_default and value == option.default:
+                out[key] = True
     return out
 
 
@@ -136,11 +155,21 @@ def _resolve_entry(
     return {"name": name, **{k: data[k] for k in common if k in data}, **resolved}
 
 
-class ModelConfig(_Strict):
-    """Architecture: `name` and its options, every one resolved (registry defaults)."""
+class _Entry(_Strict):
+    """A section that names a registry entry: its options are the entry's (`extra`)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    registry: ClassVar[Registry]
 
+    def registry_entry(self) -> Entry:
+        """The registry entry this section names."""
+        return self.registry.get(self.name)  # type: ignore[attr-defined]
+
+
+class ModelConfig(_Entry):
+    """Architecture: `name` and its options, every one resolved (registry defaults)."""
+
+    registry: ClassVar[Registry] = MODEL_REGISTRY
     name: str = "fcn"
 
     @model_validator(mode="before")
@@ -152,11 +181,10 @@ class ModelConfig(_Strict):
 _DATASET_COMMON = ("train_size", "test_size", "data_dir", "standardize")
 
 
-class DatasetConfig(_Strict):
+class DatasetConfig(_Entry):
     """Data: `name`, subset sizes, where archives live, and the dataset's own options."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
-
+    registry: ClassVar[Registry] = DATASET_REGISTRY
     name: str = "digits"
     train_size: int | None = Field(default=None, gt=0)
     test_size: int | None = Field(default=None, gt=0)
@@ -383,7 +411,7 @@ class TrialConfig(BaseModel):
 
     def id_fields(self) -> dict[str, Any]:
         """The resolved config as JSON data, without the fields that are not hashed."""
-        return self.model_dump(mode="json", exclude=_UNHASHED)
+        return self.model_dump(mode="json", exclude=_id_exclude(self))
 
     def flat(self) -> dict[str, Any]:
         """Flat columns for the trials table: `model`, `model_width`, `optimizer_beta1`, ...
@@ -423,7 +451,3 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = child
         node[leaf] = value
     return out
-
-
-# Read once: the id of every trial excludes these (see `FieldRole.hashed`).
-_UNHASHED = _unhashed(TrialConfig)

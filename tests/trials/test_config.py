@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from pydantic import ValidationError
 
-from trials.config import TrialConfig, apply_overrides
+from trials.config import FieldRole, TrialConfig, apply_overrides
+from warmup_core.models import MODEL_REGISTRY
+from warmup_core.registry import Option
 
 TINY = {
     "model": {"name": "fcn", "width": 16, "depth": 2},
@@ -289,10 +293,6 @@ def test_trial_id_is_a_fixed_hash_of_the_fully_resolved_config():
 
 
 def test_trial_id_changes_when_a_registry_default_changes():
-    from dataclasses import replace
-
-    from warmup_core.models import MODEL_REGISTRY
-
     before = TrialConfig(**{**ID_CONFIG, "model": {"name": "fcn", "width": 16}}).trial_id()
     fcn = MODEL_REGISTRY.get("fcn")
     options = {**fcn.options, "depth": replace(fcn.options["depth"], default=3)}
@@ -311,3 +311,21 @@ def test_trial_id_ignores_checkpoint_frequency_and_data_location():
 def test_spelling_a_default_out_gives_the_same_trial_id():
     spelled = {**ID_CONFIG, "model": {**ID_CONFIG["model"], "activation": "relu", "bias": True}}
     assert TrialConfig(**spelled).trial_id() == TrialConfig(**ID_CONFIG).trial_id()
+
+
+def test_an_option_added_with_omit_default_keeps_existing_trial_ids():
+    before = TrialConfig(**ID_CONFIG).trial_id()
+    fcn = MODEL_REGISTRY.get("fcn")
+    gate = Option(str, default="none", choices=("none", "swish"), omit_default=True)
+    added = {**fcn.options, "gate": gate}
+    with MODEL_REGISTRY.override("fcn", replace(fcn, options=added)):
+        at_default = TrialConfig(**ID_CONFIG)
+        assert at_default.model.gate == "none"  # resolved into the config ...
+        assert at_default.trial_id() == before  # ... but not into its id
+        gated = {**ID_CONFIG, "model": {**ID_CONFIG["model"], "gate": "swish"}}
+        assert TrialConfig(**gated).trial_id() != before
+
+
+def test_a_field_left_out_of_ids_at_its_default_cannot_be_independent():
+    with pytest.raises(ValueError, match="omit_default"):
+        FieldRole(independent=True, omit_default=True)
