@@ -1,12 +1,15 @@
 # Two commands do all the set-up (each makes .venv and installs what it needs):
 #   make quickstart   run the quickstart sweep on an embedded local Ray and plot it
-#   make test         lint and run the whole test suite
+#   make test         lint and run the whole test suite (what CI runs)
+#   make test-fast    lint and run the fast tier: unit tests of the science and the store,
+#                     no Ray, no subprocess, no server (a guard fails any test that starts
+#                     one: mark it `integration`); for a developer's inner loop
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS ?= sweep-results
 
-.PHONY: quickstart test lint
+.PHONY: quickstart test test-fast lint
 
 $(BIN)/warmup-sweep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,3 +30,6 @@ lint: $(BIN)/warmup-sweep
 
 test: lint
 	$(BIN)/python -m pytest
+
+test-fast: lint
+	WARMUP_SWEEPS_FAST_TIER=1 $(BIN)/python -m pytest -m "not integration and not slow"

@@ -1,5 +1,11 @@
-"""Fixtures shared by every test package: one torch thread, and a real S3-compatible
-server on loopback for the object-storage tests."""
+"""Fixtures shared by every test package: one torch thread, a real S3-compatible server
+on loopback for the object-storage tests, and the fast tier's guard.
+
+The fast tier (`make test-fast`) runs `-m "not integration and not slow"` with
+`WARMUP_SWEEPS_FAST_TIER=1`: then starting a subprocess (Ray, a server, pip, the CLI)
+or listening on a socket fails the test with a message saying to mark it
+`integration`, so the tier cannot silently grow slow.
+"""
 
 import contextlib
 import os
@@ -14,6 +20,29 @@ from pathlib import Path
 
 import pytest
 import torch
+
+FAST_TIER_ENV = "WARMUP_SWEEPS_FAST_TIER"
+
+
+class _RefusedInFastTier(RuntimeError):
+    """What a guarded call raises in the fast tier."""
+
+
+def _refuse(what: str):
+    def refuse(*args, **kwargs):
+        raise _RefusedInFastTier(
+            f"fast tier: this test {what}; mark it `integration` (pytest.mark.integration)"
+        )
+
+    return refuse
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In the fast tier, refuse subprocesses (Ray, servers, pip, the CLI) and listening
+    sockets for the whole session."""
+    if os.environ.get(FAST_TIER_ENV):
+        subprocess.Popen.__init__ = _refuse("starts a subprocess (Ray, a server, pip, the CLI)")
+        socket.socket.listen = _refuse("listens on a socket (a server)")
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,10 @@ Small version of sweeps/specs/findings-adam-giadam.yaml (FCN-4-128, 512 digits, 
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
+from results import divergence_boundary
 from tests.findings.conftest import small_config
 from trials import run_trial
 from trials.probe import probe
@@ -39,17 +41,18 @@ def test_giadam_removes_the_initial_preconditioned_sharpness():
 
 
 def _largest_trainable(optimizer: str) -> tuple[float, dict[float, str]]:
-    """Largest eta (no warmup) that did not diverge; stuck counts as trainable, as in
-    `results.analysis.divergence_boundary` and the paper's phase diagrams."""
-    statuses = {}
+    """Largest trainable eta (no warmup) by the tool's own rule,
+    `results.divergence_boundary`, over the grid scanned upward until a divergence."""
+    rows = []
     for eta in ETAS:
         result = run_trial(_config(optimizer, eta, warmup_steps=1, num_steps=200))
-        statuses[eta] = result.status
+        rows.append(result.summary)
         if result.status == "diverged":
             break  # larger etas diverge too
+    statuses = {row["eta_trgt"]: row["status"] for row in rows}
     assert "error" not in statuses.values(), statuses
-    trainable = [eta for eta, status in statuses.items() if status != "diverged"]
-    return (max(trainable) if trainable else 0.0), statuses
+    (largest,) = divergence_boundary(pd.DataFrame(rows))["max_trainable_eta_trgt"]
+    return (0.0 if pd.isna(largest) else largest), statuses
 
 
 @pytest.mark.slow

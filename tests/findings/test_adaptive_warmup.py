@@ -18,8 +18,11 @@ import pandas as pd
 import pytest
 import torch
 
+from results import divergence_boundary
 from sweeps import expand, load_spec
 from trials import run_pack
+
+pytestmark = pytest.mark.integration  # two packs in two processes
 
 FACETS = ["parameterization", "optimizer"]
 
@@ -40,23 +43,25 @@ def _sweep() -> pd.DataFrame:
 
 
 def _comparison(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per facet and shape: largest trainable eta_trgt (stuck counts, as in the tool's
-    divergence boundary), mean warmup_end_step and final train loss on common targets."""
-    trials = trials.assign(trainable=trials["status"] != "diverged")
+    """Per facet and shape: largest trainable eta_trgt (the tool's own rule,
+    `results.divergence_boundary`), and the mean warmup_end_step and final train loss
+    on the targets both shapes train."""
+    boundary = divergence_boundary(trials, facets=[*FACETS, "warmup_shape"])
+    assert not boundary["non_monotone"].any(), boundary
+    largest = boundary.set_index([*FACETS, "warmup_shape"])["max_trainable_eta_trgt"]
     out = []
     for key, cells in trials.groupby(FACETS):
         by_shape = {s: c.set_index("eta_trgt") for s, c in cells.groupby("warmup_shape")}
-        lin, ada = by_shape["linear"], by_shape["adaptive"]
-        both = sorted(set(lin.index[lin.trainable]) & set(ada.index[ada.trainable]))
-        top = both[-1] if both else None
-        for shape, c in (("linear", lin), ("adaptive", ada)):
+        top = min(largest[(*key, "linear")], largest[(*key, "adaptive")])
+        common = [eta for eta in by_shape["linear"].index if eta <= top]
+        for shape, c in by_shape.items():
             out.append(
                 {
                     **dict(zip(FACETS, key, strict=True)),
                     "shape": shape,
-                    "largest_trainable": c.index[c.trainable].max(),
-                    "mean_warmup_steps": c.loc[both, "warmup_end_step"].mean(),
-                    "loss_at_top": c.loc[top, "final_train_loss"] if top else float("nan"),
+                    "largest_trainable": largest[(*key, shape)],
+                    "mean_warmup_steps": c.loc[common, "warmup_end_step"].mean(),
+                    "loss_at_top": c.loc[top, "final_train_loss"] if common else float("nan"),
                 }
             )
     return pd.DataFrame(out).set_index([*FACETS, "shape"])

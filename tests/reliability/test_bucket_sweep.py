@@ -10,7 +10,7 @@ from results import load, read_statuses, resolve, sweep_dir
 from sweeps import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_bucket_sweep_killed_resumed_then_status_analyze_and_load(

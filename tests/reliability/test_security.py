@@ -47,6 +47,7 @@ def _loopback(ip: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_embedded_ray_binds_every_service_to_loopback() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", BINDING_PROBE],

@@ -11,6 +11,8 @@ import pytest
 from results import STATUS_CACHE, load, read_statuses, resolve, sweep_dir, write_trial
 from tests.results.rows import steps_of, summary
 
+pytestmark = pytest.mark.integration
+
 
 def _keys(uri: str) -> list[str]:
     fs, path = resolve(uri)

@@ -25,6 +25,7 @@ from trials import run_trial
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
+@pytest.mark.integration
 def test_console_script_help_lists_the_commands() -> None:
     script = Path(sys.executable).parent / "warmup-sweep"
     proc = subprocess.run(

@@ -21,6 +21,8 @@ from sweeps.boundary import BoundarySearch
 from sweeps.cli import main
 from tests.sweeps.conftest import tiny_spec
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def ray_local():
