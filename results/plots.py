@@ -108,16 +108,20 @@ def _colorbar_ticks(cbar: Any, norm: Normalize) -> None:
 
 
 def _boundary_columns(status: pd.DataFrame, stuck_trainable: bool) -> list[tuple[float, bool]]:
-    """Per warmup row, the column index of the largest trainable cell (NaN if none), and
-    whether nothing failed right of it (the boundary is only known to lie beyond)."""
+    """Per warmup row, where the boundary line goes: the column index of the largest
+    trainable cell (-1 when every known cell failed; NaN when no cell is known), and
+    whether nothing failed right of it (the line is then only a lower bound)."""
     good, bad = trainable_statuses(stuck_trainable), failed_statuses(stuck_trainable)
     out = []
     for _, row in status.iterrows():
         cells = row.to_numpy()
         trainable = [j for j, s in enumerate(cells) if s in good]
-        top = max(trainable) if trainable else -1
+        if not trainable and not any(s in bad for s in cells):
+            out.append((np.nan, False))
+            continue
+        top = max(trainable, default=-1)
         beyond = bool(trainable) and not any(s in bad for s in cells[top + 1 :])
-        out.append((float(top) if trainable else np.nan, beyond))
+        out.append((float(top), beyond))
     return out
 
 
@@ -184,8 +188,8 @@ def _draw_boundary_steps(ax: Axes, columns: list[tuple[float, bool]]) -> None:
     where nothing failed beyond it (there the line is a lower bound)."""
     xs, ys = [], []
     for i, (j, _) in enumerate(columns):
-        x = -0.5 if np.isnan(j) else j + 0.5  # no trainable eta: boundary at the left edge
-        xs += [x, x]
+        # j = -1 (nothing trainable): at the left edge; NaN (nothing known): a gap.
+        xs += [j + 0.5, j + 0.5]
         ys += [i - 0.5, i + 0.5]
     ax.plot(
         xs,
