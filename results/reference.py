@@ -21,7 +21,9 @@ What the columns hold:
   `warmup_power`; `polynomial` when k != 1), then cosine decay to `eta_trgt / 10`
   when the decay exponent `p` > 0, else constant.
 - Constants of the official scripts that the names leave out: `init_scale` 2.0 (the
-  scripts' `varw`), `eta_init` 0 for the Adam family, `dtype` float32.
+  scripts' `varw`), `eta_init` 0 for the Adam family, `dtype` float32. The decay
+  exponent `p` is kept as the extra column `decay_exponent`; `reference_files` names
+  the run's table(s).
 - Steps: the eval table's rows at steps 391, 782, ... (`lr` of the epoch's last step;
   `train_loss`/`train_accuracy` are means over the epoch's augmented, mixup minibatches;
   test metrics on the clean test set). Where the run's train table is present, its
@@ -30,7 +32,9 @@ What the columns hold:
 - Final metrics: the last eval row's (the last train row's when there is no eval
   table); none for a diverged run, as for our own trials.
 
-Statuses, by our trials' rules, which are the official scripts' own:
+Statuses, by the official scripts' rules, which our trials share (ours also call a
+loss above `divergence_factor` x the initial one a divergence; the eval tables hold
+no initial loss, so that test is left out here):
 
 - `diverged`: a NaN or infinite train loss (the official scripts stop there);
   `diverged_step` is its step in the train table, else the eval row's. An eval table

@@ -237,7 +237,7 @@ def test_panels_put_sp_before_mup_and_name_every_trajectory_facet(tmp_path):
     by_facet = plot_trajectories_by_facet(sgd, steps, facets=("parameterization",))
     assert [ax.get_title() for ax in by_facet.axes[:2]] == titles
     single = plot_trajectories(sgd[sgd["parameterization"] == "mup"], steps)
-    assert "parameterization=mup" in single._suptitle.get_text()  # the facet shown, named
+    assert "parameterization=mup" in single.get_suptitle()  # the facet shown, named
 
 
 def test_failed_cells_take_colours_viridis_never_takes(sweep):
