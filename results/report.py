@@ -484,11 +484,10 @@ def _boundary_section(findings: _Findings) -> list[str]:
 
 
 def _in_panel_order(table: pd.DataFrame, facets: list[str]) -> pd.DataFrame:
-    """Rows in the figures' panel order (SP before muP), then by warmup length."""
+    """Rows in the figures' panel order (SP before muP), keeping the order within a facet."""
 
     def key(i: int) -> tuple:
-        values = tuple(facet_value(table[f].iloc[i]) for f in facets)
-        return panel_order(facets, values), int(table["warmup_steps"].iloc[i])
+        return panel_order(facets, tuple(facet_value(table[f].iloc[i]) for f in facets)), i
 
     return table.iloc[sorted(range(len(table)), key=key)].reset_index(drop=True)
 
@@ -537,6 +536,8 @@ def _sweep_boundary(boundary: pd.DataFrame, paper_row: pd.Series) -> str | None:
 def _best_configs_section(findings: _Findings) -> list[str]:
     trials, metric = findings.trials, findings.metric
     best = best_configs(trials, metric, findings.facets) if len(trials) else pd.DataFrame()
+    if len(best):
+        best = _in_panel_order(best, findings.facets)
     return [
         f"## Best configuration per facet ({metric}, seed mean over cells with no diverged or stuck seed)",
         "",
@@ -557,7 +558,7 @@ def _regimes_section(findings: _Findings) -> list[str]:
         "Early-training sharpness regime per trial (sharpness for SGD, pre-conditioned "
         "sharpness for Adam-family), and trials with at least one loss catapult.",
         "",
-        markdown_table(table.reset_index()),
+        markdown_table(_in_panel_order(table.reset_index(), keys)),
     ]
 
 
