@@ -3,9 +3,11 @@
 Modules, one job each: `schema` (column types), `location` (paths, URIs and the sweep
 layout), `store` (atomic writes), `scan` (many files as one table), `loading` (sweeps
 into pandas), `statuses` (trial statuses and their cache), `analysis` (phase
-diagrams, boundaries, regimes). Plotting and the report live in `results.plots` and
-`results.report`; they are not imported here so that writing results never pulls in
-matplotlib. Nothing here needs torch: the regime and threshold helpers of
+diagrams, boundaries, regimes), `reference` (the paper's official result tables read
+as a sweep). Figures live in `results.figure_style` (what they share),
+`results.plots` (phase diagrams, boundaries) and `results.trajectory_plots`, the
+report in `results.report`; they are not imported here so that writing results
+never pulls in matplotlib. Nothing here needs torch: the regime and threshold helpers of
 `analysis` import `warmup_core` when called.
 """
 
@@ -19,6 +21,7 @@ from results.analysis import (
 )
 from results.loading import Loaded, join_steps, load, select
 from results.location import child, is_sweep_dir, read_text, resolve, sweep_dir
+from results.reference import read_reference, reference_boundary
 from results.schema import ENDED, STATUSES, STEP_SCHEMA, TRIAL_SCHEMA
 from results.statuses import STATUS_CACHE, completed_trial_ids, read_statuses, read_summaries
 from results.store import write_spec, write_trial
@@ -40,9 +43,11 @@ __all__ = [
     "load",
     "phase_diagram",
     "phase_table",
+    "read_reference",
     "read_statuses",
     "read_summaries",
     "read_text",
+    "reference_boundary",
     "regime_map",
     "resolve",
     "select",

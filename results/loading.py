@@ -25,7 +25,7 @@ from results.location import STEPS_DIR, TRIALS_DIR, join, parquet_files, resolve
 from results.scan import scan
 from results.schema import CATEGORY_COLUMNS, STATUSES, STEP_SCHEMA, TRIAL_SCHEMA
 
-__all__ = ["Loaded", "join_steps", "load", "select"]
+__all__ = ["Loaded", "from_tables", "join_steps", "load", "select"]
 
 
 class Loaded(tuple):
@@ -74,14 +74,24 @@ def load(path: str | os.PathLike) -> Loaded:
         step_tables.append(scan(fs, step_files, STEP_SCHEMA, unreadable))
     for file, reason in unreadable:
         warnings.warn(f"unreadable results file {file}: {reason}", stacklevel=2)
+    return from_tables(trial_tables, step_tables, unreadable)
+
+
+def from_tables(
+    trial_tables: Sequence[pa.Table],
+    step_tables: Sequence[pa.Table],
+    unreadable: list[tuple[str, str]] | None = None,
+) -> Loaded:
+    """`Loaded` frames, with `load`'s dtypes and row order, from Arrow tables in the
+    `results.schema` layout (`trial_table` and `steps_table` rows, or scans of them)."""
     trials = _to_pandas(_concat(trial_tables or [TRIAL_SCHEMA.empty_table()]), CATEGORY_COLUMNS)
     steps = _to_pandas(_concat(step_tables or [STEP_SCHEMA.empty_table()]), ("trial_id",))
     if "trial_id" in trials.columns:
         trials = trials.sort_values("trial_id", kind="stable").reset_index(drop=True)
-    return Loaded(trials, steps, unreadable)
+    return Loaded(trials, steps, list(unreadable or []))
 
 
-def _concat(tables: list[pa.Table]) -> pa.Table:
+def _concat(tables: Sequence[pa.Table]) -> pa.Table:
     """Concatenate the tables of several sweeps, whose extra columns may differ."""
     if len(tables) == 1:
         return tables[0]

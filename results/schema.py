@@ -44,7 +44,7 @@ STATUSES: tuple[str, ...] = ("completed", "diverged", "stuck", "stopped", "error
 ENDED: tuple[str, ...] = ("completed", "diverged", "stuck", "stopped")
 
 # Optimizers whose stability threshold applies to the pre-conditioned sharpness.
-ADAM_FAMILY: frozenset[str] = frozenset({"adam", "adamw", "gi-adam"})
+ADAM_FAMILY: frozenset[str] = frozenset({"adam", "adamw", "gi-adam", "radam"})
 
 TRIAL_SCHEMA = pa.schema(
     [

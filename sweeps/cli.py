@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -57,6 +58,27 @@ def _parser() -> argparse.ArgumentParser:
         "--out",
         help="local output directory (default: <dir>/analysis, or ./<sweep>-analysis for a URI)",
     )
+    analyze.add_argument(
+        "--metric",
+        help="trials column the phase diagram, boundary and summary show, e.g. test_accuracy "
+        "(the paper's; short for final_test_accuracy); default final_test_loss",
+    )
+    analyze.add_argument(
+        "--reference",
+        metavar="PATH",
+        help="the paper's official result tables (a folder of .tab files or a checkout of "
+        "dayal-kalra/why-warmup), drawn and tabled beside the sweep",
+    )
+    _stuck_flag(analyze)
+
+    reference = sub.add_parser(
+        "reference", help="the paper's largest trainable eta_trgt, from its result tables"
+    )
+    reference.add_argument(
+        "path", help="a folder of the official .tab files or a checkout of dayal-kalra/why-warmup"
+    )
+    reference.add_argument("--json", action="store_true")
+    _stuck_flag(reference)
 
     probe = sub.add_parser("probe", help="lambda_H(0), eta_c and Adam's sharpness at init")
     probe.add_argument("spec_or_trial", help="a spec (its base is probed) or a trial config YAML")
@@ -81,6 +103,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _stuck_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--stuck-trainable",
+        action="store_true",
+        help="count stuck runs (below 1.5x chance accuracy) as trainable in the boundary; "
+        "default: failed, as the paper counts them",
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `warmup-sweep` console script."""
     args = _parser().parse_args(argv)
@@ -91,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         "run": _run,
         "status": _status,
         "analyze": _analyze,
+        "reference": _reference,
         "probe": _probe,
         "specs": _specs,
         "bench": _bench,
@@ -202,14 +234,20 @@ def _analyze(args: argparse.Namespace) -> int:
         out = Path(f"{d.partition('?')[0].rstrip('/').rsplit('/', 1)[-1]}-analysis")
     else:
         out = Path(d) / "analysis"
-    report = analyze(
-        d,
-        str(out),
-        progress=lambda msg: print(msg, file=sys.stderr),
-        expected_trials=_planned_count(d),
-    )
-    for path in report.paths:
-        print(path)
+    try:
+        report = analyze(
+            d,
+            str(out),
+            # Progress names each file as it is written: no second list of paths after.
+            progress=lambda msg: print(msg, file=sys.stderr),
+            metric=args.metric,
+            expected_trials=_planned_count(d),
+            reference=args.reference,
+            stuck_trainable=args.stuck_trainable,
+        )
+    except (ValueError, FileNotFoundError) as exc:  # a bad --metric or --reference
+        raise UsageError(str(exc)) from None
+    print(report.headline)
     return 0
 
 
@@ -221,6 +259,53 @@ def _planned_count(sweep_dir: str) -> int | None:
     if spec is None or spec.search.kind != "grid":
         return None
     return len(expand(spec))
+
+
+def _reference(args: argparse.Namespace) -> int:
+    from results.analysis import boundary_text, failure_rule
+    from results.reference import read_reference, reference_boundary
+
+    try:
+        runs = read_reference(args.path)
+    except (ValueError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    for path, reason in runs.unreadable:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    table = reference_boundary(runs.trials, stuck_trainable=args.stuck_trainable)
+    records = [
+        {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in table.to_dict("records")
+    ]
+    if args.json:
+        print(json.dumps(records, indent=2, default=int))
+        return 0
+    rule = failure_rule(args.stuck_trainable)
+    print(f"The paper's largest trainable eta_trgt ({len(runs.trials)} runs; {rule})")
+    columns = "{:<10} {:<5} {:>6}  {:<22} {:<13} {}"
+    print(
+        columns.format(
+            "optimizer", "param", "T_wrm", "largest trainable", "first failed", "test acc"
+        )
+    )
+    for row in records:
+        largest = boundary_text(row, precision=6)
+        if row["max_trainable_eta_relative"] is not None:  # a rate 2^n / lambda0
+            largest += f" ({row['max_trainable_eta_relative']:g}/lambda0)"
+        print(
+            columns.format(
+                row["optimizer"],
+                row["parameterization"],
+                row["warmup_steps"],
+                largest,
+                _plain(row["min_failed_eta"]),
+                _plain(row["final_test_accuracy"]),
+            )
+        )
+    return 0
+
+
+def _plain(value: float | None) -> str:
+    return "-" if value is None else f"{value:.6g}"
 
 
 def _probe(args: argparse.Namespace) -> int:
