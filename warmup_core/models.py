@@ -73,11 +73,21 @@ def _trunc_normal_(tensor: torch.Tensor, std: float, generator: torch.Generator 
 
 
 class _ParamLayer(nn.Module):
-    """A weight layer whose init and multiplier come from a parameterization rule."""
+    """A weight layer whose init and multiplier come from a parameterization rule.
 
-    def __init__(self, role: str, rule: LayerRule) -> None:
+    `scale_bias`: the multiplier scales the layer's output, bias included (the official
+    code's muP layers multiply after adding the bias); otherwise the weights alone.
+    """
+
+    def __init__(self, role: str, rule: LayerRule, scale_bias: bool = False) -> None:
         super().__init__()
-        self.role, self.rule = role, rule
+        self.role, self.rule, self.scale_bias = role, rule, scale_bias
+
+    def _effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias the forward pass applies."""
+        m = self.rule.multiplier
+        bias = self.bias * m if self.scale_bias and self.bias is not None else self.bias
+        return self.weight * m, bias
 
     def reset_parameters(self, generator: torch.Generator | None) -> None:
         _trunc_normal_(self.weight, self.rule.init_std, generator)
@@ -86,17 +96,25 @@ class _ParamLayer(nn.Module):
 
 
 class ParamLinear(_ParamLayer):
-    """Linear layer `y = multiplier * x W^T + b` under a parameterization."""
+    """Linear layer `y = multiplier * x W^T + b` under a parameterization (with
+    `scale_bias`, `multiplier * (x W^T + b)`)."""
 
     def __init__(
-        self, d_in: int, d_out: int, param: Parameterization, role: str, bias: bool = True
+        self,
+        d_in: int,
+        d_out: int,
+        param: Parameterization,
+        role: str,
+        bias: bool = True,
+        *,
+        scale_bias: bool = False,
     ) -> None:
-        super().__init__(role, param.layer_rule(role, d_in, d_out))
+        super().__init__(role, param.layer_rule(role, d_in, d_out), scale_bias)
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.rule.multiplier, self.bias)
+        return F.linear(x, *self._effective())
 
 
 PADDINGS = ("torch", "xla")
@@ -116,7 +134,7 @@ class ParamConv2d(_ParamLayer):
     `padding`: 'torch' pads k // 2 on every side; 'xla' follows XLA's 'SAME' rule, which
     pads strided convolutions asymmetrically (`xla_same_padding`). Both agree at stride 1.
     `in_hw` is the input map's size, which muP's `feature_map` fan-in needs; `init_scale`
-    replaces the role's sigma_w^2 (a linear shortcut's 1).
+    replaces the role's sigma_w^2 (a linear shortcut's 1); `scale_bias` as `ParamLinear`.
     """
 
     def __init__(
@@ -132,23 +150,25 @@ class ParamConv2d(_ParamLayer):
         in_hw: tuple[int, int] | None = None,
         init_scale: float | None = None,
         padding: str = "torch",
+        scale_bias: bool = False,
     ) -> None:
         if padding not in PADDINGS:
             raise ValueError(f"padding: unknown value {padding!r}; allowed: {', '.join(PADDINGS)}")
-        super().__init__(role, param.conv_rule(role, c_in, c_out, kernel, in_hw, init_scale))
+        rule = param.conv_rule(role, c_in, c_out, kernel, in_hw, init_scale)
+        super().__init__(role, rule, scale_bias)
         self.stride, self.kernel, self.xla = stride, kernel, padding == "xla"
         self.padding = kernel // 2
         self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight, padding = self.weight * self.rule.multiplier, self.padding
+        (weight, bias), padding = self._effective(), self.padding
         if self.xla:
             (top, bottom), (left, right) = (
                 xla_same_padding(n, self.kernel, self.stride) for n in x.shape[-2:]
             )
             x, padding = F.pad(x, (left, right, top, bottom)), 0
-        return F.conv2d(x, weight, self.bias, self.stride, padding)
+        return F.conv2d(x, weight, bias, self.stride, padding)
 
 
 def conv_output_size(hw: tuple[int, int], stride: int) -> tuple[int, int]:
@@ -276,8 +296,9 @@ class Myrtle(WarmupModel):
     layer under the parameterization. "official", the Myrtle of Kalra & Barkeshli's code
     (`Myrtle5/7/10`): a pool after each of the three stages (32 -> 4 pixels), and muP on
     the readout only (its `Myrtle_mup` builds the convolutions with the standard `Conv`),
-    so its convolutions are standard-parameterized whatever the parameterization.
-    Both have 3x3 convolutions with biases at a constant width.
+    so its convolutions are standard-parameterized whatever the parameterization, and
+    the readout's multiplier scales its bias too (as `muReadout`). Both have 3x3
+    convolutions with biases at a constant width.
     """
 
     STAGES: ClassVar[dict[int, tuple[int, int, int]]] = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
@@ -305,7 +326,7 @@ class Myrtle(WarmupModel):
             if convs[-1].pool_after:
                 hw = (hw[0] // 2, hw[1] // 2)
         self.convs = nn.ModuleList(convs)
-        self.readout = ParamLinear(width, out_dim, param, "output")
+        self.readout = ParamLinear(width, out_dim, param, "output", scale_bias=official)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
@@ -355,7 +376,9 @@ class _OfficialWRNBlock(nn.Module):
     ) -> None:
         super().__init__()
         out_hw = conv_output_size(in_hw, stride)
-        conv = functools.partial(ParamConv2d, param=param, role="hidden", padding="xla")
+        conv = functools.partial(
+            ParamConv2d, param=param, role="hidden", padding="xla", scale_bias=True
+        )
         self.conv1 = conv(c_in, c_out, stride=stride, in_hw=in_hw)
         self.norm1 = ChannelLayerNorm(c_out)
         self.conv2 = conv(c_out, c_out, in_hw=out_hw)
@@ -384,7 +407,8 @@ class WideResNet(WarmupModel):
     (`ChannelLayerNorm`), biases on every conv, a conv -> LN -> relu stem, XLA 'SAME'
     padding, no final norm (2,751,146 parameters as WRN-16-4 on CIFAR-10, the
     `num_params` of the official tables). Under muP every conv follows the
-    parameterization (the official `muConv`, with `mup_conv_fan_in: feature_map`).
+    parameterization (the official `muConv`, with `mup_conv_fan_in: feature_map`), and
+    every multiplier scales its layer's bias too, as the official muP layers do.
     """
 
     def __init__(
@@ -410,6 +434,7 @@ class WideResNet(WarmupModel):
             bias=official,
             in_hw=hw,
             padding="xla" if official else "torch",
+            scale_bias=official,
         )
         self.stem_norm = ChannelLayerNorm(base_channels) if official else None
         block = _OfficialWRNBlock if official else _WRNBlock
@@ -423,7 +448,7 @@ class WideResNet(WarmupModel):
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
         self.norm = None if official else nn.GroupNorm(1, c_in)
-        self.readout = ParamLinear(c_in, out_dim, param, "output")
+        self.readout = ParamLinear(c_in, out_dim, param, "output", scale_bias=official)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)

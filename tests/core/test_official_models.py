@@ -191,3 +191,21 @@ def test_official_variants_run_packed_and_take_small_images(name, options):
     params = {k: torch.stack([v.detach()] * 2) for k, v in model.named_parameters()}
     out = model.stacked_forward(params, torch.randn(3, 1, 8, 8))
     assert out.shape == (2, 3, 10) and torch.isfinite(out).all()
+
+
+def test_official_mup_multipliers_scale_the_bias_too():
+    # muConv and muReadout multiply the layer's output, bias included: x * sqrt(...) after
+    # nn.Conv / nn.Dense with their biases.
+    model = _official_wrn("mup", conv_fan_in="feature_map").double()
+    gen = torch.Generator().manual_seed(0)
+    conv = model.blocks[2].conv1  # 64 -> 128, stride 2, on 32 x 32
+    with torch.no_grad():
+        conv.bias.copy_(torch.randn(128, generator=gen, dtype=torch.float64))
+        model.readout.bias.copy_(torch.randn(10, generator=gen, dtype=torch.float64))
+    x = torch.randn(2, 64, 32, 32, generator=gen, dtype=torch.float64)
+    mult = math.sqrt(128 / (32 * 32 * 64))
+    want = mult * F.conv2d(F.pad(x, (0, 1, 0, 1)), conv.weight, conv.bias, stride=2)
+    torch.testing.assert_close(conv(x), want)
+    h = torch.randn(3, 256, generator=gen, dtype=torch.float64)
+    readout = model.readout
+    torch.testing.assert_close(readout(h), (h @ readout.weight.T + readout.bias) / 16)
