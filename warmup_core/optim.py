@@ -294,7 +294,8 @@ class RandomV0Adam(Adam):
     `v0_seed` and rescaled so that `||r|| = ||g_0||` over all parameters (the official
     code's random-v0 control of GI-Adam); bias corrections as Adam's.
 
-    `g_0` is the first step's gradient (coupled L2 included), as GI-Adam's. Packed
+    `g_0` is the first step's gradient (coupled L2 included), as GI-Adam's (the official
+    code takes it on a batch drawn before training and not trained on). Packed
     members each rescale to their own `||g_0||`; `r` is drawn in float64 on the CPU
     from `v0_seed` alone, so a member draws the same `r` packed or alone, on any device.
     """
