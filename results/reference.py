@@ -22,8 +22,9 @@ What the columns hold:
   when the decay exponent `p` > 0, else constant.
 - Constants of the official scripts that the names leave out: `init_scale` 2.0 (the
   scripts' `varw`), `eta_init` 0 for the Adam family, `dtype` float32. The decay
-  exponent `p` is kept as the extra column `decay_exponent`; `reference_files` names
-  the run's table(s).
+  exponent `p` is `decay_power` and the floor `eta_min` 0.1 with `eta_min_relative_to`
+  `eta_trgt`, as a sweep's trials table writes them; `reference_files` names the run's
+  table(s).
 - Steps: the eval table's rows at steps 391, 782, ... (`lr` of the epoch's last step;
   `train_loss`/`train_accuracy` are means over the epoch's augmented, mixup minibatches;
   test metrics on the clean test set). Where the run's train table is present, its
@@ -233,7 +234,7 @@ def _config(name: TableName, dataset: str, lambda0: float | None) -> dict[str, A
         "lambda0": lambda0,
         "model_depth": int(f["depth"]),
         "dtype": "float32",
-        "decay_exponent": p,
+        "decay_power": p if p > 0 else 1.0,  # p = 0 is the constant schedule
     }
     if summary["model"] == "wrn":
         summary.update(model_widen=int(f["widen"]), model_base_channels=int(f["width"]))
@@ -255,8 +256,8 @@ def _config(name: TableName, dataset: str, lambda0: float | None) -> dict[str, A
             optimizer_beta2=float(f["b2"]),
         )
     summary["eta_init_mode"] = "zero" if summary["eta_init"] == 0 else "value"
-    if p > 0:
-        summary["eta_min"] = summary["eta_trgt"] / 10  # the official lr_min
+    if p > 0:  # the official lr_min = lr_trgt / 10
+        summary.update(eta_min=0.1, eta_min_relative_to="eta_trgt")
     return summary
 
 

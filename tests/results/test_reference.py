@@ -96,7 +96,8 @@ def test_every_fixture_is_one_trial_in_the_sweep_schema(paper):
     )
     assert (adam["num_steps"], adam["batch_size"], adam["model_depth"]) == (100000, 128, 16)
     assert (adam["schedule"], adam["optimizer_beta2"]) == ("cosine", 0.999)
-    assert adam["eta_min"] == pytest.approx(adam["eta_trgt"] / 10)
+    assert (adam["eta_min"], adam["eta_min_relative_to"]) == (0.1, "eta_trgt")  # lr_trgt / 10
+    assert adam["decay_power"] == 1.0
 
 
 def test_statuses_follow_the_official_rules(paper):
