@@ -87,7 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("specs", help="list bundled specs, models and datasets (plugins too)")
 
     bench = sub.add_parser("bench", help="benchmarks that print ratios side by side")
-    bench.add_argument("which", choices=["sharpness", "overhead", "packing", "store"])
+    bench.add_argument("which", choices=["sharpness", "overhead", "packing", "store", "paper"])
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     bench.add_argument(
@@ -374,7 +374,7 @@ def _bench(args: argparse.Namespace) -> int:
     if args.trials and min(args.trials) < 1:
         raise UsageError("--trials: sizes must be positive")
     options = {"sizes": tuple(args.trials)} if args.trials else {}
-    if args.which in ("packing", "sharpness"):
+    if args.which in ("packing", "sharpness", "paper"):
         options["device"] = args.device
     result = module.run(quick=args.quick, **options)
     print(json.dumps(result, indent=2, default=str) if args.json else module.format_table(result))
