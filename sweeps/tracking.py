@@ -81,10 +81,10 @@ class TrialRecord:
         return str(self.summary.get("status"))
 
     def params(self) -> dict[str, Any]:
-        """The trial's config and provenance: the summary's non-null non-metric fields."""
-        return {
-            k: v for k, v in self.summary.items() if v is not None and k not in (*FINAL, "error")
-        }
+        """The trial's config and provenance (the summary's non-null fields that are not
+        final metrics), and its swept values."""
+        config = {k: v for k, v in self.summary.items() if v is not None and k not in FINAL}
+        return {**config, **self.swept}
 
     def final(self) -> dict[str, float]:
         """The trial's final metrics that are numbers."""
@@ -313,7 +313,7 @@ class WandbTracker:
             group=options.group or self.sweep,
             name=record.trial_id,
             tags=[*options.tags, record.status],
-            config={**record.params(), **record.swept},
+            config=record.params(),
             mode=options.mode,
             dir=self.directory,
             reinit="create_new",
