@@ -5,7 +5,7 @@ On a terminal (the stream is a tty) a `tqdm` bar, at most 79 columns wide, count
 ended trials by status, the running ones, and an ETA. Piped (CI, a log file, a
 notebook) each ended trial gets one line:
 
-    7/36  3f2a9c1e  diverged  step    37     1.2s  eta_trgt=0.4 warmup_steps=1
+     7/36  3f2a9c1e  diverged   step    37      1.2s  eta_trgt=0.4 warmup_steps=1
 
 (how many have ended, the trial id's first 8 characters, its status, the last step
 it recorded, its seconds, and its values of the swept axes, `sweeps.members`), and a
@@ -38,6 +38,7 @@ BAR_WIDTH = 79  # columns: one less than a classic terminal, which wraps at its 
 REFRESH_S = 1.0  # terminal: how often the bar's clock is redrawn without an event
 SHORT_ID = 8  # characters of a trial id shown
 ERROR_CHARS = 200  # of an error message shown in its trial's line
+STATUS_WIDTH = max(len(s) for s in STATUSES)
 
 
 class Progress(MemberCallback):
@@ -166,7 +167,8 @@ class Progress(MemberCallback):
         seconds = metrics.get("wall_time_s")
         seconds_text = f"{seconds:.1f}" if isinstance(seconds, float | int) else "?"
         text = (
-            f"{len(self.ended):>{width}}/{self.total}  {trial_id[:SHORT_ID]}  {status:<8}  "
+            f"{len(self.ended):>{width}}/{self.total}  {trial_id[:SHORT_ID]}  "
+            f"{status:<{STATUS_WIDTH}}  "
             f"step {'?' if step is None else step:>5}  {seconds_text:>7}s"
         )
         values = " ".join(f"{k}={_shown(v)}" for k, v in self.swept(tune_trial, trial_id).items())
@@ -204,11 +206,12 @@ class Progress(MemberCallback):
         if self._piped or not self.verbosity:
             return
         if self._bar is None:
-            columns = _columns(self.stream)
+            columns, lines = _terminal_size(self.stream)
             self._bar = _Bar(
                 total=self.total,
                 file=self.stream,
                 ncols=min(BAR_WIDTH, columns - 1),
+                nrows=lines,  # tqdm draws nothing where it reads a height below 1
                 bar_format="{n_fmt}/{total_fmt} |{bar}| {text}",
                 mininterval=0,
                 dynamic_ncols=False,
@@ -234,12 +237,15 @@ class _Bar(tqdm):
         return {**super().format_dict, "text": self.text}
 
 
-def _columns(stream: TextIO) -> int:
-    """The width of the terminal `stream` writes to (the environment's, else 80)."""
+def _terminal_size(stream: TextIO) -> tuple[int, int]:
+    """(columns, lines) of the terminal `stream` writes to (else the environment's, else
+    80 x 24); a pseudo-terminal nobody sized reports 0 x 0."""
     try:
-        return os.get_terminal_size(stream.fileno()).columns
+        size = os.get_terminal_size(stream.fileno())
     except (AttributeError, OSError, ValueError):
-        return shutil.get_terminal_size((BAR_WIDTH + 1, 24)).columns
+        size = os.terminal_size((0, 0))
+    fallback = shutil.get_terminal_size((BAR_WIDTH + 1, 24))
+    return size.columns or fallback.columns, size.lines or fallback.lines
 
 
 def _shown(value: Any) -> str:

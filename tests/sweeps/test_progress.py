@@ -71,7 +71,7 @@ def test_piped_progress_prints_one_line_per_ended_trial() -> None:
     assert len(lines) == 4  # three trials, then the closing count
     first, second, third, last = lines
     assert re.fullmatch(
-        r"1/3  aaaa1111  diverged  step +7 +1\.2s  eta_trgt=0\.1 warmup_steps=4", first
+        r"1/3  aaaa1111  diverged   step +7 +1\.2s  eta_trgt=0\.1 warmup_steps=4", first
     ), first
     assert re.fullmatch(
         r"2/3  cccc3333  completed  step +20 +3\.5s  eta_trgt=0\.05 warmup_steps=1", second
