@@ -148,10 +148,12 @@ def screen(output: str) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("columns", [60, 200])
-def test_on_a_terminal_a_bar_fits_and_leaves_nothing_stale(columns: int) -> None:
+@pytest.mark.parametrize("columns", [60, 200, None])  # None: a pty nobody sized (0 x 0)
+def test_on_a_terminal_a_bar_fits_and_leaves_nothing_stale(columns: int | None, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
     master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    if columns is not None:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     chunks: list[bytes] = []
 
     def drain() -> None:
@@ -173,7 +175,7 @@ def test_on_a_terminal_a_bar_fits_and_leaves_nothing_stale(columns: int) -> None
     os.close(master)
     output = b"".join(chunks).decode()
 
-    width = min(79, columns - 1)
+    width = min(79, (columns or 80) - 1)
     parts = [part for line in output.split("\n") for part in line.split("\r")]
     bars = [part for part in parts if re.match(r"\d/3 \|", part)]
     assert bars and all(len(part) <= width for part in bars), bars
