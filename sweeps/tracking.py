@@ -30,6 +30,7 @@ import math
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -126,7 +127,7 @@ class Tracking(MemberCallback):
 
     def __init__(self, spec: SweepSpec, results: str, stream: TextIO | None = None) -> None:
         super().__init__(spec)
-        self.results, self.stream = results, stream
+        self.sweep, self.results, self.stream = spec, results, stream
         self._pool: ThreadPoolExecutor | None = None
         self._trackers: list[Any] | None = None
 
@@ -153,9 +154,14 @@ class Tracking(MemberCallback):
 
     def _log(self, trial_id: str, swept: dict[str, Any]) -> None:
         if self._trackers is None:  # here, not in Tune's loop: importing them takes seconds
-            self._trackers = make_trackers(self.spec, self.results)  # type: ignore[arg-type]
+            self._trackers = []
+            for name, make in make_trackers(self.sweep, self.results).items():
+                try:
+                    self._trackers.append(make())
+                except Exception as exc:  # e.g. an MLflow server that does not answer
+                    self._warn(f"{name}: {type(exc).__name__}: {exc}; not logging to it")
         try:
-            record = read_record(self.results, self.spec.name, trial_id, swept)  # type: ignore[union-attr]
+            record = read_record(self.results, self.sweep.name, trial_id, swept)
         except Exception as exc:  # the trial's files are gone or unreadable: nothing to log
             self._warn(f"trackers: cannot read trial {trial_id}: {exc}")
             return
@@ -200,17 +206,18 @@ def check_trackers(spec: SweepSpec) -> None:
             )
 
 
-def make_trackers(spec: SweepSpec, results: str) -> list[Any]:
-    """The trackers the spec's `logging` section turns on."""
-    trackers: list[Any] = []
+def make_trackers(spec: SweepSpec, results: str) -> dict[str, Callable[[], Any]]:
+    """How to make each tracker the spec's `logging` section turns on, by name."""
+    sweep = child(results, spec.name)
+    makers: dict[str, Callable[[], Any]] = {}
     if spec.logging.tensorboard:
-        trackers.append(TensorBoardTracker(child(child(results, spec.name), TENSORBOARD_DIR)))
+        makers["tensorboard"] = lambda: TensorBoardTracker(child(sweep, TENSORBOARD_DIR))
     if spec.logging.mlflow:
-        trackers.append(MlflowTracker(spec.logging.mlflow_tracking_uri, spec.name))
+        makers["mlflow"] = lambda: MlflowTracker(spec.logging.mlflow_tracking_uri, spec.name)
     if spec.logging.wandb is not None:
         local = "://" not in results
-        trackers.append(WandbTracker(spec, child(results, spec.name) if local else None))
-    return trackers
+        makers["wandb"] = lambda: WandbTracker(spec, sweep if local else None)
+    return makers
 
 
 class TensorBoardTracker:

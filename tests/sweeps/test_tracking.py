@@ -8,6 +8,7 @@ offline run file (`WANDB_MODE=offline`).
 
 from __future__ import annotations
 
+import io
 import math
 import struct
 from pathlib import Path
@@ -192,3 +193,22 @@ def test_a_tracker_that_cannot_work_is_refused_before_anything_runs(monkeypatch)
         check_trackers(parse_spec(data))
     data["logging"]["wandb"]["mode"] = "offline"
     check_trackers(parse_spec(data))  # offline needs no credentials
+
+
+def test_a_tracker_that_fails_is_left_out_with_one_warning(tmp_path) -> None:
+    data = tiny_spec(
+        grid={"eta_trgt": [0.05]},
+        logging={"tensorboard": True, "mlflow": True, "mlflow_tracking_uri": "nosuchscheme://x"},
+    )
+    spec = parse_spec(data)
+    (planned,) = expand(spec)
+    run_trial(planned.config, results=str(tmp_path), sweep=spec.name)
+    warnings = io.StringIO()
+    tracking = Tracking(spec, str(tmp_path), stream=warnings)
+    tune_trial = SimpleNamespace(trial_id="t", config={"overrides": planned.overrides})
+    ending = {"members": {planned.trial_id: {"status": "completed"}}}
+    tracking.on_trial_result(0, [], tune_trial, ending)
+    tracking.on_experiment_end([])
+    (line,) = warnings.getvalue().splitlines()
+    assert line.startswith("warning: mlflow: ")
+    assert list((tmp_path / spec.name / "tensorboard" / planned.trial_id).glob("events*"))
