@@ -221,6 +221,12 @@ class DatasetConfig(_Entry):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> DatasetConfig:
+        # Refused here, at spec read, rather than by every trial once Ray has started.
+        DATASET_REGISTRY.get(self.name).check_sizes(self.train_size, self.test_size)
+        return self
+
     def loader_options(self) -> dict[str, Any]:
         """Dataset-specific keyword options for `trials.data.load_dataset`."""
         return dict(self.model_extra or {})

@@ -508,7 +508,8 @@ def _load_cifar100(**kwargs: Any) -> Dataset:
 # Digits (ships with scikit-learn)
 # ---------------------------------------------------------------------------
 
-DIGITS_TEST_SIZE = 297  # of 1797 images, leaving 1500 for training
+DIGITS_EXAMPLES = 1797  # images in scikit-learn's digits
+DIGITS_TEST_SIZE = 297  # of them, leaving 1500 for training
 
 
 def _load_digits(
@@ -763,6 +764,50 @@ def _load_text(
 
 
 @dataclass(frozen=True)
+class DataSizes:
+    """How many examples a dataset holds, so that sizes are checked before it loads.
+
+    Fixed splits (CIFAR): `train` training and `test` test examples. One pool
+    (`pooled`, digits): `train` examples in all, of which the test split takes
+    `test_size` (default `test`) and training draws from the rest.
+    """
+
+    train: int
+    test: int
+    pooled: bool = False
+
+    def check(self, name: str, train_size: int | None, test_size: int | None) -> None:
+        """Raise ValueError naming the field of the first size beyond the data."""
+        if not self.pooled:
+            for field, size, limit, split in (
+                ("train_size", train_size, self.train, "training"),
+                ("test_size", test_size, self.test, "test"),
+            ):
+                if size is not None and size > limit:
+                    raise ValueError(
+                        f"dataset.{field}: {size} is more than the {limit} {split} examples "
+                        f"of {name}"
+                    )
+            return
+        n_test = self.test if test_size is None else test_size
+        if n_test >= self.train:
+            raise ValueError(
+                f"dataset.test_size: {n_test} leaves no training examples out of the "
+                f"{self.train} of {name}"
+            )
+        if train_size is not None and train_size > self.train - n_test:
+            held = (
+                f"test_size {test_size}"
+                if test_size is not None
+                else f"the default test_size {self.test}"
+            )
+            raise ValueError(
+                f"dataset.train_size: {train_size} is more than the {self.train - n_test} training "
+                f"examples of {name} ({self.train} in all, {held} held out)"
+            )
+
+
+@dataclass(frozen=True)
 class DatasetEntry(Entry):
     """A dataset: `builder(*, train_size, test_size, data_dir, standardize, seed, **options)`.
 
@@ -771,11 +816,19 @@ class DatasetEntry(Entry):
     function of its arguments (`seed` is the trial's `data_seed`); sizes of None
     mean the builder's own default. `kind` is what its inputs are ('vector',
     'image' or 'text'); `image_shape(options)` gives (C, H, W) when vector inputs
-    can also be read as images (None when they cannot).
+    can also be read as images (None when they cannot). `examples` (a `DataSizes`)
+    lets a config's `train_size` and `test_size` be checked before anything loads.
     """
 
     kind: str = "vector"
     image_shape: Callable[[dict[str, Any]], tuple[int, ...] | None] | None = None
+    examples: DataSizes | None = None  # None: unbounded or unknown before loading
+
+    def check_sizes(self, train_size: int | None, test_size: int | None) -> None:
+        """Raise ValueError naming the field when `train_size` or `test_size` asks for
+        more examples than the dataset holds (nothing to check without `examples`)."""
+        if self.examples is not None:
+            self.examples.check(self.name, train_size, test_size)
 
     def kinds(self, options: dict[str, Any]) -> frozenset[str]:
         """Input kinds this dataset can serve with these (resolved) options."""
@@ -802,6 +855,7 @@ for _name in ("cifar10", "cifar100"):
             _load_cifar10 if _name == "cifar10" else _load_cifar100,
             description=f"{_name.upper()} from local archives (data_dir)",
             kind="image",
+            examples=DataSizes(50_000, 10_000),
         )
     )
 DATASET_REGISTRY.register(
@@ -809,8 +863,9 @@ DATASET_REGISTRY.register(
         "digits",
         _load_digits,
         {"as_image": Option(bool, False, help="shape inputs (1, 8, 8) for every model")},
-        description="scikit-learn's 8x8 digits (1797 images)",
+        description=f"scikit-learn's 8x8 digits ({DIGITS_EXAMPLES} images)",
         image_shape=lambda options: (1, 8, 8),
+        examples=DataSizes(DIGITS_EXAMPLES, DIGITS_TEST_SIZE, pooled=True),
     )
 )
 DATASET_REGISTRY.register(

@@ -84,6 +84,27 @@ BAD_SPECS = {
         lambda d: d["grid"].update(eta_trgt={"low": 0.1, "high": 1.0}),
         "grid.eta_trgt",
     ),
+    # digits has 1797 images; 297 of them are the test split unless test_size says else
+    "train_size beyond digits": (
+        lambda d: d["base"]["dataset"].update(train_size=5000, test_size=None),
+        "base.dataset.train_size: 5000",
+    ),
+    "train_size beyond what test_size leaves": (
+        lambda d: d["base"]["dataset"].update(train_size=1700, test_size=500),
+        "base.dataset.train_size: 1700",
+    ),
+    "test_size of all of digits": (
+        lambda d: d["base"]["dataset"].update(test_size=1797),
+        "base.dataset.test_size: 1797",
+    ),
+    "train_size beyond digits on an axis": (
+        lambda d: d["grid"].update({"dataset.train_size": [100, 1800]}),
+        "dataset.train_size: 1800",
+    ),
+    "train_size beyond CIFAR-10": (
+        lambda d: d["base"]["dataset"].update(name="cifar10", train_size=50001, test_size=None),
+        "base.dataset.train_size: 50001",
+    ),
 }
 
 

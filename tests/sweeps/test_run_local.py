@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import shutil
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import ray
@@ -348,12 +350,36 @@ def test_optuna_over_a_finite_grid_never_trains_a_trial_twice(ray_local, tmp_pat
     again = run_sweep(spec, str(tmp_path), stream=io.StringIO())
     assert again.skipped == 6 and sum(again.counts.values()) == 6
     assert stamps(sweep) == before  # a finished Optuna sweep re-run rewrites nothing
+    # The study is kept in the sweep, where optuna-dashboard opens it.
+    study = optuna.load_study(study_name="finite", storage=f"sqlite:///{sweep}/optuna.db")
+    done = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    losses = pd.read_parquet(sweep / "trials")["final_test_loss"]
+    assert sorted(done) == pytest.approx(sorted(losses))
 
 
-def test_tensorboard_logs_are_written_by_default(ray_local, tmp_path) -> None:
-    data = tiny_spec(name="tb", grid={"eta_trgt": [0.05]})
+def test_tensorboard_and_progress_get_each_trial_by_its_id(ray_local, tmp_path) -> None:
+    data = tiny_spec(name="tb", grid={"eta_trgt": [0.05, 0.1]})
     del data["logging"]  # the default: TensorBoard on
-    data["base"]["num_steps"] = 30  # at least one progress report (every 25 steps)
-    outcome = run_sweep(parse_spec(data), str(tmp_path), stream=io.StringIO())
+    spec = parse_spec(data)
+    log = io.StringIO()
+    outcome = run_sweep(spec, str(tmp_path), stream=log)
     assert outcome.exit_code == 0
-    assert list((tmp_path / "tb" / "tune").rglob("events.out.tfevents*"))
+    planned = expand(spec)
+    runs = {p.name for p in (tmp_path / "tb" / "tensorboard").iterdir()}
+    assert runs == {p.trial_id for p in planned}
+    for p in planned:
+        assert list((tmp_path / "tb" / "tensorboard" / p.trial_id).glob("events.out.tfevents*"))
+    assert not list((tmp_path / "tb" / "tune").rglob("events.out.tfevents*"))  # not Ray's
+    lines = log.getvalue().splitlines()
+    for p in planned:  # one line per trial: its id, status, last step and swept value
+        (line,) = [line for line in lines if f"  {p.trial_id[:8]}  " in line]
+        assert re.search(rf"completed +step +20 .*eta_trgt={p.overrides['eta_trgt']:g}$", line)
+
+
+def test_a_quiet_run_prints_only_its_final_line(ray_local, tmp_path, spec_file, capsys) -> None:
+    path = spec_file(tiny_spec(name="quiet", grid={"eta_trgt": [0.05]}))
+    assert main(["run", str(path), "--results", str(tmp_path), "-q"]) == 0
+    captured = capsys.readouterr()
+    (line,) = captured.out.splitlines()
+    assert line.startswith("sweep quiet: completed 1; skipped 0 already ended; results: ")
+    assert "quiet" not in captured.err and "completed" not in captured.err, captured.err
