@@ -68,6 +68,7 @@ class Search(_Strict):
     num_samples: int = Field(default=20, gt=0)
     asha: bool | Asha = False  # true: ASHA with Ray Tune's defaults (see `Asha`)
     resolution: float = Field(default=0.5, gt=0)  # boundary: bracket width in log2(eta)
+    stuck_trainable: bool = False  # boundary: a stuck trial is trainable (default: failed)
 
     @property
     def asha_config(self) -> Asha | None:

@@ -190,12 +190,13 @@ def test_boundary_search_brackets_divergence_with_fewer_trials(ray_local, tmp_pa
     assert outcome.exit_code == 0
     trials = pd.read_parquet(tmp_path / "boundary" / "trials")
     assert outcome.planned == len(trials) < len(BOUNDARY_ETAS)
-    diverged = trials[trials["status"] == "diverged"]["eta_trgt_relative"]
-    trainable = trials[trials["status"] != "diverged"]["eta_trgt_relative"]
-    assert 1.0 in set(trainable) and 64.0 in set(diverged)  # both ends were tried
-    assert trainable.max() < diverged.min()
-    assert math.log2(diverged.min() / trainable.max()) <= 3.0  # bisected to the resolution
-    assert f"{trainable.max():.4g} (diverges at {diverged.min():.4g})" in log.getvalue()
+    failed = trials["status"].isin(["diverged", "stuck"])  # the paper's rule, analyze's default
+    failing = trials[failed]["eta_trgt_relative"]
+    trainable = trials[~failed]["eta_trgt_relative"]
+    assert 1.0 in set(trainable) and 64.0 in set(failing)  # both ends were tried
+    assert trainable.max() < failing.min()
+    assert math.log2(failing.min() / trainable.max()) <= 3.0  # bisected to the resolution
+    assert f"{trainable.max():.4g} (fails at {failing.min():.4g})" in log.getvalue()
 
     # Resume: the search replays its choices from the files and runs nothing new.
     before = stamps(tmp_path / "boundary")
@@ -219,7 +220,7 @@ def test_boundary_rounds_pack_like_the_grid_and_find_the_same_boundary(ray_local
     assert packed.exit_code == plain.exit_code == 0
     assert packed.counts == plain.counts and packed.planned == plain.planned
     table = plain_log.getvalue().split("divergence boundary")[1]
-    assert "diverges at" in table  # both points found a bracket, not a failure
+    assert "fails at" in table  # both points found a bracket, not an error
     assert packed_log.getvalue().split("divergence boundary")[1] == table
 
 
@@ -237,27 +238,45 @@ def test_boundary_bisection_converges_on_the_threshold() -> None:
     search = BoundarySearch(spec)
     asked = _drive(search, lambda c: "diverged" if c.eta_trgt > 5.0 else "completed")
     (bracket,) = search.brackets
-    assert 2**bracket.trainable <= 5.0 < 2**bracket.diverged
-    assert bracket.diverged - bracket.trainable <= 0.25
+    assert 2**bracket.trainable <= 5.0 < 2**bracket.failing
+    assert bracket.failing - bracket.trainable <= 0.25
     assert len(asked) == 2 + math.ceil(math.log2(6 / 0.25))  # ends, then one probe a round
 
 
-def test_boundary_remembers_the_smallest_diverged_eta_even_at_eta_1() -> None:
-    # log2(1) == 0: a falsy bracket end must still count as a diverged eta.
+def test_boundary_remembers_the_smallest_failing_eta_even_at_eta_1() -> None:
+    # log2(1) == 0: a falsy bracket end must still count as a failing eta.
     spec = parse_spec(boundary_spec())
     search = BoundarySearch(spec)
     asked = _drive(search, lambda c: "diverged")
     assert len(asked) == 2  # nothing is trainable: no bisection
     (bracket,) = search.brackets
-    assert bracket.trainable is None and bracket.diverged == 0.0
-    assert "- (diverges at 1)" in search.describe()
+    assert bracket.trainable is None and bracket.failing == 0.0
+    assert "- (fails at 1)" in search.describe()
+
+
+@pytest.mark.parametrize(("stuck_trainable", "boundary"), [(False, 5.0), (True, 20.0)])
+def test_a_stuck_trial_fails_the_boundary_unless_the_search_says_otherwise(
+    stuck_trainable, boundary
+) -> None:
+    """Completed up to 5, stuck up to 20, diverged above: the paper's rule (the default)
+    puts the boundary at 5, `stuck_trainable` at 20, as `analyze` would."""
+    spec = parse_spec(boundary_spec(resolution=0.25, stuck_trainable=stuck_trainable))
+    search = BoundarySearch(spec)
+
+    def status(c) -> str:
+        return "completed" if c.eta_trgt <= 5.0 else "stuck" if c.eta_trgt <= 20.0 else "diverged"
+
+    _drive(search, status)
+    (bracket,) = search.brackets
+    assert 2**bracket.trainable <= boundary < 2**bracket.failing
+    assert ("stuck counts as trainable" in search.describe()) == stuck_trainable
 
 
 def test_boundary_point_with_an_error_is_closed_without_a_verdict() -> None:
     search = BoundarySearch(parse_spec(boundary_spec()))
     asked = _drive(search, lambda c: "error")
     assert len(asked) == 2
-    assert "failed" in search.describe()
+    assert ": error" in search.describe()
 
 
 def test_boundary_runs_one_bracket_per_point_of_the_other_axes() -> None:
