@@ -11,7 +11,7 @@ from results.store import resolve
 from sweeps.spec import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_bucket_sweep_killed_resumed_then_status_analyze_and_load(

@@ -19,7 +19,7 @@ from tests.reliability.conftest import tiny_spec, wait_for
 from trials.packed import run_pack
 from trials.trial import run_trial
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TRAINABLE_TITLE = "ray::ImplicitFunc.train"  # a function trainable's actor, while it trains
 TIMING_COLUMNS = ["wall_time_s", "node", "device"]

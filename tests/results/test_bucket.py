@@ -12,6 +12,8 @@ from results import load, read_statuses, sweep_dir, write_trial
 from results.store import STATUS_CACHE, resolve
 from tests.results.test_store import steps_of, summary
 
+pytestmark = pytest.mark.integration
+
 
 def _keys(uri: str) -> list[str]:
     fs, path = resolve(uri)

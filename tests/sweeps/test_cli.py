@@ -22,7 +22,7 @@ from sweeps.spec import expand, parse_spec, resolved_yaml
 from tests.sweeps.conftest import tiny_spec
 from trials.trial import run_trial
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.integration]
 
 
 def test_console_script_help_lists_the_commands() -> None:

@@ -22,6 +22,8 @@ from sweeps.runner import init_ray, run_sweep
 from sweeps.spec import expand, parse_spec
 from tests.sweeps.conftest import tiny_spec
 
+pytestmark = pytest.mark.integration
+
 
 @pytest.fixture(scope="module")
 def ray_local():
