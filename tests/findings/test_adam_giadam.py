@@ -7,8 +7,10 @@ Small version of sweeps/specs/findings-adam-giadam.yaml (FCN-4-128, 512 digits, 
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
+from results import divergence_boundary
 from tests.findings.conftest import small_config
 from trials import run_trial
 from trials.probe import probe
@@ -38,22 +40,24 @@ def test_giadam_removes_the_initial_preconditioned_sharpness():
     assert adam["preconditioned_sharpness"] >= 10 * gi["preconditioned_sharpness"]
 
 
-def _largest_trainable(optimizer: str) -> tuple[float, dict[float, str]]:
-    """Largest eta (no warmup) that did not diverge; stuck counts as trainable, as in
-    `results.analysis.divergence_boundary` and the paper's phase diagrams."""
-    statuses = {}
+def _boundary_scan(optimizer: str) -> list[dict]:
+    """Summaries of no-warmup trials from the smallest eta up to the first divergence
+    (larger etas diverge too: the boundary needs only the first)."""
+    rows = []
     for eta in ETAS:
         result = run_trial(_config(optimizer, eta, warmup_steps=1, num_steps=200))
-        statuses[eta] = result.status
+        assert result.status != "error", result.summary["error"]
+        rows.append(result.summary)
         if result.status == "diverged":
-            break  # larger etas diverge too
-    assert "error" not in statuses.values(), statuses
-    trainable = [eta for eta, status in statuses.items() if status != "diverged"]
-    return (max(trainable) if trainable else 0.0), statuses
+            break
+    return rows
 
 
 @pytest.mark.slow
 def test_giadam_trains_at_larger_eta_without_warmup():
-    adam, adam_statuses = _largest_trainable("adam")
-    gi, gi_statuses = _largest_trainable("gi-adam")
-    assert gi > adam, (adam_statuses, gi_statuses)
+    trials = pd.DataFrame(_boundary_scan("adam") + _boundary_scan("gi-adam"))
+    boundary = divergence_boundary(trials, facets=["optimizer"]).set_index("optimizer")
+    largest = boundary["max_trainable_eta"]
+
+    assert not boundary["non_monotone"].any(), boundary
+    assert largest["gi-adam"] > largest["adam"], boundary.to_dict("index")

@@ -14,12 +14,16 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
+from results import divergence_boundary
 from sweeps.spec import expand, load_spec
 from trials.packed import run_pack
+
+pytestmark = pytest.mark.integration  # two worker processes, one pack each
 
 FACETS = ["parameterization", "optimizer"]
 
@@ -40,23 +44,29 @@ def _sweep() -> pd.DataFrame:
 
 
 def _comparison(trials: pd.DataFrame) -> pd.DataFrame:
-    """Per facet and shape: largest trainable eta_trgt (stuck counts, as in the tool's
-    divergence boundary), mean warmup_end_step and final train loss on common targets."""
-    trials = trials.assign(trainable=trials["status"] != "diverged")
+    """Per facet and shape: the largest trainable eta_trgt (the tool's divergence boundary),
+    and on the targets both shapes train (every eta_trgt up to the smaller of the two
+    boundaries), the mean warmup_end_step and the final train loss at the largest."""
+    boundary = divergence_boundary(trials, facets=[*FACETS, "warmup_shape"], eta="eta_trgt")
+    # No diverged target below a trainable one: every target up to a boundary trains.
+    assert not boundary["non_monotone"].any(), boundary
     out = []
-    for key, cells in trials.groupby(FACETS):
-        by_shape = {s: c.set_index("eta_trgt") for s, c in cells.groupby("warmup_shape")}
-        lin, ada = by_shape["linear"], by_shape["adaptive"]
-        both = sorted(set(lin.index[lin.trainable]) & set(ada.index[ada.trainable]))
-        top = both[-1] if both else None
-        for shape, c in (("linear", lin), ("adaptive", ada)):
+    for key, cells in boundary.groupby(FACETS):
+        largest = cells.set_index("warmup_shape")["max_trainable_eta"]
+        top = min(largest["linear"], largest["adaptive"])
+        facet = dict(zip(FACETS, key, strict=True))
+        rows = trials.loc[(trials[FACETS] == pd.Series(facet)).all(axis=1)]
+        for shape in ("linear", "adaptive"):
+            mine = rows[rows["warmup_shape"] == shape]
+            common = mine[mine["eta_trgt"] <= top * (1 + 1e-9)]
+            at_top = common.loc[np.isclose(common["eta_trgt"], top), "final_train_loss"]
             out.append(
                 {
-                    **dict(zip(FACETS, key, strict=True)),
+                    **facet,
                     "shape": shape,
-                    "largest_trainable": c.index[c.trainable].max(),
-                    "mean_warmup_steps": c.loc[both, "warmup_end_step"].mean(),
-                    "loss_at_top": c.loc[top, "final_train_loss"] if top else float("nan"),
+                    "largest_trainable": largest[shape],
+                    "mean_warmup_steps": common["warmup_end_step"].mean(),
+                    "loss_at_top": at_top.item() if len(at_top) == 1 else float("nan"),
                 }
             )
     return pd.DataFrame(out).set_index([*FACETS, "shape"])
