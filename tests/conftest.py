@@ -1,5 +1,5 @@
-"""Fixtures shared by every test package: one torch thread, and a real S3-compatible
-server on loopback for the object-storage tests; and the two test tiers.
+"""Set-up shared by every test package: one torch thread, a real S3-compatible server on
+loopback for the object-storage tests, and the two test tiers.
 
 A test that starts Ray, a subprocess, a process or a listening socket (a server) is
 marked `integration`; heavy ones are marked `slow`. The fast tier (`pytest --fast`,
@@ -92,9 +92,16 @@ def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
         return (yield)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # Every test starts on one torch thread: the tests' tiny models run many times faster
+    # than on two busy cores (a second thread waits on the first whenever another process
+    # holds a core), and one thread sums floats in one order on any machine.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """One torch thread for the module: tiny models run many times faster than on two busy cores."""
+    """One torch thread for the module, whatever an earlier test set (see pytest_configure)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
