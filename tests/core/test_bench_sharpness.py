@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sweeps.benchmarks.sharpness import format_table, run
 from warmup_core.curvature import HVP_METHODS
+
+pytestmark = pytest.mark.slow  # a benchmark run: not in the fast tier
 
 
 def test_quick_benchmark_reports_positive_numbers_for_every_section():
