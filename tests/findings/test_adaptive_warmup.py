@@ -54,15 +54,14 @@ def _comparison(trials: pd.DataFrame) -> pd.DataFrame:
     for key, cells in boundary.groupby(FACETS):
         largest = cells.set_index("warmup_shape")["max_trainable_eta"]
         top = min(largest["linear"], largest["adaptive"])
-        facet = dict(zip(FACETS, key, strict=True))
-        rows = trials.loc[(trials[FACETS] == pd.Series(facet)).all(axis=1)]
+        rows = trials.groupby(FACETS).get_group(key)
         for shape in ("linear", "adaptive"):
             mine = rows[rows["warmup_shape"] == shape]
             common = mine[mine["eta_trgt"] <= top * (1 + 1e-9)]
             at_top = common.loc[np.isclose(common["eta_trgt"], top), "final_train_loss"]
             out.append(
                 {
-                    **facet,
+                    **dict(zip(FACETS, key, strict=True)),
                     "shape": shape,
                     "largest_trainable": largest[shape],
                     "mean_warmup_steps": common["warmup_end_step"].mean(),
