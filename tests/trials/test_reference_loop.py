@@ -20,8 +20,6 @@ from torch import nn
 from trials import TrialConfig, load_dataset, run_trial
 from warmup_core.models import build_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
 WIDTH, DEPTH = 32, 3  # input, hidden and output layers: every muP role
 IN_DIM, CLASSES = 64, 10  # 8x8 digits
 TRAIN = 64
@@ -34,14 +32,19 @@ RTOL = 1e-10  # float64 round-off over 30 steps
 # (optimizer section of the config, loss, eta_trgt, decay)
 RUNS = {
     "sgd-momentum-mse-constant": ({"name": "sgd", "momentum": 0.9}, "mse", 0.05, "constant"),
-    "adam-xent-cosine": ({"name": "adam"}, "xent", 0.01, "cosine"),
+    "adam-xent-cosine": (
+        {"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+        "xent",
+        0.01,
+        "cosine",
+    ),
 }
 
 
 # --------------------------------------------------------------------------- the rules, by hand
 
 
-def forward_multipliers(parameterization: str) -> list[float]:
+def _forward_multipliers(parameterization: str) -> list[float]:
     """W_eff = multiplier * w for the input, hidden and output layer.
 
     SP: 1 everywhere. muP (Kalra & Barkeshli's muLinear / muReadout): input
@@ -52,7 +55,7 @@ def forward_multipliers(parameterization: str) -> list[float]:
     return [math.sqrt(WIDTH / IN_DIM), 1.0, 1.0 / math.sqrt(WIDTH)]
 
 
-def weight_lr_multipliers(parameterization: str, optimizer: str) -> list[float]:
+def _weight_lr_multipliers(parameterization: str, optimizer: str) -> list[float]:
     """Per-layer learning-rate multipliers of the weights (biases always 1).
 
     SGD: 1 everywhere (muP's forward multipliers make one global SGD rate width
@@ -86,7 +89,7 @@ def _loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return 0.5 * (logits - F.one_hot(y, CLASSES).to(logits.dtype)).pow(2).sum(1).mean()
 
 
-class Scale(nn.Module):
+class _Scale(nn.Module):
     """Multiply the input by a constant: Linear(c * x) has W_eff = c * W."""
 
     def __init__(self, c: float) -> None:
@@ -141,16 +144,16 @@ def _reference_net(parameterization: str) -> nn.Sequential:
     initial = [p.detach().clone() for p in tool.parameters()]  # w0, b0, w1, b1, w2, b2
     dims = [IN_DIM, WIDTH, WIDTH, CLASSES]
     layers: list[nn.Module] = []
-    for i, mult in enumerate(forward_multipliers(parameterization)):
+    for i, mult in enumerate(_forward_multipliers(parameterization)):
         linear = nn.Linear(dims[i], dims[i + 1], dtype=torch.float64)
         with torch.no_grad():
             linear.weight.copy_(initial[2 * i])
             linear.bias.copy_(initial[2 * i + 1])
-        layers += [Scale(mult), linear] + ([nn.ReLU()] if i < DEPTH - 1 else [])
+        layers += [_Scale(mult), linear] + ([nn.ReLU()] if i < DEPTH - 1 else [])
     return nn.Sequential(*layers)
 
 
-def reference_run(parameterization: str, run: str) -> tuple[list[float], list[float], float]:
+def _reference_run(parameterization: str, run: str) -> tuple[list[float], list[float], float]:
     """(loss at theta_{t-1}, rate of update t) for t = 1..STEPS, and the loss at the
     initial weights computed before any training."""
     optimizer_section, loss_name, eta_trgt, decay = RUNS[run]
@@ -160,13 +163,14 @@ def reference_run(parameterization: str, run: str) -> tuple[list[float], list[fl
     linears = [m for m in net if isinstance(m, nn.Linear)]
     groups = []
     for linear, mult in zip(
-        linears, weight_lr_multipliers(parameterization, optimizer_section["name"]), strict=True
+        linears, _weight_lr_multipliers(parameterization, optimizer_section["name"]), strict=True
     ):
         groups += [{"params": [linear.weight], "mult": mult}, {"params": [linear.bias], "mult": 1}]
     if optimizer_section["name"] == "sgd":
         opt = torch.optim.SGD(groups, lr=0.0, momentum=optimizer_section["momentum"])
     else:
-        opt = torch.optim.Adam(groups, lr=0.0, betas=(0.9, 0.999), eps=1e-8)
+        betas = (optimizer_section["beta1"], optimizer_section["beta2"])
+        opt = torch.optim.Adam(groups, lr=0.0, betas=betas, eps=optimizer_section["eps"])
 
     with torch.no_grad():
         initial_loss = _loss(loss_name, net(x), y).item()
@@ -192,7 +196,7 @@ def reference_run(parameterization: str, run: str) -> tuple[list[float], list[fl
 def test_trial_follows_the_plain_pytorch_loop_to_round_off(parameterization, run):
     config = _config(parameterization, run)
     result = run_trial(config)
-    expected_losses, expected_rates, initial_loss = reference_run(parameterization, run)
+    expected_losses, expected_rates, initial_loss = _reference_run(parameterization, run)
 
     assert result.status in ("completed", "stuck"), result.summary
     assert result.steps["step"] == list(range(1, STEPS + 1))
