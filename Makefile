@@ -1,9 +1,10 @@
 # Two commands do all the set-up (each makes .venv and installs what it needs):
 #   make quickstart   run the quickstart sweep on an embedded local Ray and plot it
 #   make test         lint and run the whole test suite (what CI runs)
-#   make test-fast    lint and run the fast tier: unit tests of the science and the store,
-#                     no Ray, no subprocess, no server (a guard fails any test that starts
-#                     one: mark it `integration`); for a developer's inner loop
+#   make test-fast    lint and run the fast tier: the unit tests of the science and the
+#                     store, with no Ray, subprocess, process or server (`pytest --fast`
+#                     leaves out tests marked `integration` or `slow`; tests/conftest.py
+#                     fails a fast-tier test that starts one of those)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -32,4 +33,4 @@ test: lint
 	$(BIN)/python -m pytest
 
 test-fast: lint
-	WARMUP_SWEEPS_FAST_TIER=1 $(BIN)/python -m pytest -m "not integration and not slow"
+	$(BIN)/python -m pytest --fast

@@ -636,12 +636,14 @@ def threshold_at(trial: pd.Series, lr: Any) -> Any:
     """Stability threshold of a trial's optimizer (its `optimizer_*` columns) at rate `lr`.
 
     For runs that did not record the `threshold` column; the same rule the trial applies.
-    The hyperparameters read are those `warmup_core.optim` gives the trial's optimizer.
+    NaN when the trial does not name its optimizer. The hyperparameters read are those `warmup_core.optim` gives the trial's optimizer.
     """
     # Imported when called: loading and analysing results needs no torch.
     from warmup_core.optim import optimizer_defaults, stability_threshold
 
-    name = str(trial.get("optimizer"))
+    name = trial.get("optimizer")
+    if name is None or pd.isna(name):  # a trials file written without its config columns
+        return np.full(np.shape(lr), np.nan) if np.ndim(lr) else np.nan
     hyper = {}
     for key, default in optimizer_defaults(name).items():
         value = trial.get(f"optimizer_{key}")

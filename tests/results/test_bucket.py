@@ -13,6 +13,8 @@ from tests.results.rows import steps_of, summary
 
 pytestmark = pytest.mark.integration
 
+pytestmark = pytest.mark.integration
+
 
 def _keys(uri: str) -> list[str]:
     fs, path = resolve(uri)

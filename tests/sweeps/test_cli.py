@@ -22,7 +22,7 @@ from sweeps.cli import main
 from tests.sweeps.conftest import tiny_spec
 from trials import run_trial
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.integration]
 
 
 @pytest.mark.integration

@@ -1,17 +1,15 @@
-"""The tool's trial against a plain PyTorch training loop written here.
+"""The tool's trial against a plain PyTorch training loop written out here.
 
-The reference shares only the data and the initial weights with the trial. Everything
-else is written out independently: an `nn.Sequential` FCN (Linear/ReLU) whose layers
-apply muP's forward multipliers by hand, `torch.optim.SGD` (momentum) and
-`torch.optim.Adam` with muP's per-layer learning rates as parameter groups, the MSE loss
-(half the squared error summed over classes, mean over the batch) and the schedule
-(linear warmup from 0, then cosine decay to `eta_min`). In float64 the loss the trial
-records at every update must equal the reference's to round-off.
+The reference is an `nn.Sequential` of `nn.Linear`/`nn.ReLU` trained full batch in float64
+by `torch.optim.SGD` (momentum) or `torch.optim.Adam`, with the learning-rate schedule,
+the loss and every parameterization multiplier written out below as numbers and
+formulas. It shares only the initial weights (copied from the tool's model at init) and
+the data with the code under test, so equal loss trajectories (to float64 round-off)
+check the tool's loop, schedule, optimizers, parameterizations and step convention at once.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -19,127 +17,192 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trials import Problem, TrialConfig, run_trial
+from trials import TrialConfig, load_dataset, run_trial
+from warmup_core.models import build_model
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+WIDTH, DEPTH = 32, 3  # input, hidden and output layers: every muP role
+IN_DIM, CLASSES = 64, 10  # 8x8 digits
+TRAIN = 64
+STEPS, WARMUP = 30, 10
+ETA_INIT = 0.0
+ETA_MIN = 0.001  # cosine decay's floor (an absolute rate)
+INIT_SCALE, LAST_INIT_SCALE = 2.0, 1.0
+RTOL = 1e-10  # float64 round-off over 30 steps
 
-WIDTH, DEPTH, STEPS, WARMUP, ETA_MIN_FRACTION = 16, 3, 25, 6, 0.1
+# (optimizer section of the config, loss, eta_trgt, decay)
+RUNS = {
+    "sgd-momentum-mse-constant": ({"name": "sgd", "momentum": 0.9}, "mse", 0.05, "constant"),
+    "adam-xent-cosine": (
+        {"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8},
+        "xent",
+        0.01,
+        "cosine",
+    ),
+}
 
 
-def config(parameterization: str, optimizer: dict, eta: float) -> TrialConfig:
+# --------------------------------------------------------------------------- the rules, by hand
+
+
+def _forward_multipliers(parameterization: str) -> list[float]:
+    """W_eff = multiplier * w for the input, hidden and output layer.
+
+    SP: 1 everywhere. muP (Kalra & Barkeshli's muLinear / muReadout): input
+    sqrt(width / in_dim), hidden sqrt(width / width) = 1, readout 1 / sqrt(width).
+    """
+    if parameterization == "sp":
+        return [1.0, 1.0, 1.0]
+    return [math.sqrt(WIDTH / IN_DIM), 1.0, 1.0 / math.sqrt(WIDTH)]
+
+
+def _weight_lr_multipliers(parameterization: str, optimizer: str) -> list[float]:
+    """Per-layer learning-rate multipliers of the weights (biases always 1).
+
+    SGD: 1 everywhere (muP's forward multipliers make one global SGD rate width
+    independent). Adam under SP: 1. Adam under muP: each weight entry of W_eff moves by
+    about 1 (input) or 1 / fan_in (hidden, readout), so the stored weight's rate is that
+    target over the forward multiplier: input sqrt(in_dim / width), hidden 1 / width,
+    readout (1 / width) / (1 / sqrt(width)) = 1 / sqrt(width).
+    """
+    if parameterization == "sp" or optimizer == "sgd":
+        return [1.0, 1.0, 1.0]
+    return [math.sqrt(IN_DIM / WIDTH), 1.0 / WIDTH, 1.0 / math.sqrt(WIDTH)]
+
+
+def _rate(t: int, eta_trgt: float, decay: str) -> float:
+    """Learning rate of update t (1-based): linear warmup from ETA_INIT over WARMUP updates
+    (update WARMUP is the first at eta_trgt), then constant or a cosine from eta_trgt at
+    update WARMUP to ETA_MIN at the last update."""
+    if t <= WARMUP:
+        return ETA_INIT + (eta_trgt - ETA_INIT) * t / WARMUP
+    if decay == "constant":
+        return eta_trgt
+    s = (t - WARMUP) / (STEPS - WARMUP)
+    return ETA_MIN + (eta_trgt - ETA_MIN) * (1 + math.cos(math.pi * s)) / 2
+
+
+def _loss(name: str, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MSE: half the squared error against one-hot targets, summed over classes, mean over
+    examples. xent: softmax cross-entropy, mean over examples."""
+    if name == "xent":
+        return F.cross_entropy(logits, y)
+    return 0.5 * (logits - F.one_hot(y, CLASSES).to(logits.dtype)).pow(2).sum(1).mean()
+
+
+class _Scale(nn.Module):
+    """Multiply the input by a constant: Linear(c * x) has W_eff = c * W."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c * x
+
+
+# --------------------------------------------------------------------------- the reference
+
+
+def _config(parameterization: str, run: str) -> TrialConfig:
+    optimizer, loss, eta_trgt, decay = RUNS[run]
     return TrialConfig.model_validate(
         {
             "model": {"name": "fcn", "width": WIDTH, "depth": DEPTH},
-            "dataset": {"name": "digits", "train_size": 96, "test_size": 32},
-            "loss": "mse",
+            "dataset": {"name": "digits", "train_size": TRAIN, "test_size": 32},
+            "loss": loss,
             "parameterization": parameterization,
+            "init_scale": INIT_SCALE,
+            "last_init_scale": LAST_INIT_SCALE,
             "optimizer": optimizer,
-            "eta_trgt": eta,
+            "eta_trgt": eta_trgt,
+            "eta_init": ETA_INIT,
             "warmup_steps": WARMUP,
-            "decay": "cosine",
-            "eta_min": ETA_MIN_FRACTION * eta,
+            "decay": decay,
+            "eta_min": ETA_MIN,
             "num_steps": STEPS,
             "dtype": "float64",
             "device": "cpu",
-            "stuck_accuracy_factor": 0.01,  # a short run need not learn for this test
+            "sharpness_max_iter": 5,  # lambda0 only; it never touches the weights
+            "sharpness_tol": 1e-2,
         }
     )
 
 
-def rate(t: int, eta: float) -> float:
-    """Update t's rate (1-based): linear warmup over WARMUP updates, then cosine decay."""
-    if t <= WARMUP:
-        return eta * t / WARMUP
-    progress = (t - WARMUP) / (STEPS - WARMUP)
-    eta_min = ETA_MIN_FRACTION * eta
-    return eta_min + (eta - eta_min) * (1 + math.cos(math.pi * progress)) / 2
-
-
-def forward_multipliers(parameterization: str, dims: list[int]) -> list[float]:
-    """W_eff = multiplier * w per layer. SP: 1. muP (the paper's `muLinear` and
-    `muReadout`): sqrt(fan_out / fan_in) for the input and hidden layers, 1 / sqrt(fan_in)
-    for the readout."""
-    if parameterization == "sp":
-        return [1.0] * (len(dims) - 1)
-    pairs = list(itertools.pairwise(dims))
-    return [math.sqrt(o / i) for i, o in pairs[:-1]] + [1 / math.sqrt(pairs[-1][0])]
-
-
-def adam_lr_multipliers(parameterization: str, dims: list[int]) -> list[float]:
-    """muP with Adam: each layer's effective per-entry update is 1 (input) or 1/fan_in
-    (hidden, readout), so the stored weight's rate is that over its multiplier. SP: 1."""
-    mults = forward_multipliers(parameterization, dims)
-    if parameterization == "sp":
-        return [1.0] * len(mults)
-    targets = [1.0] + [1 / fan_in for fan_in in dims[1:-1]]
-    return [target / m for target, m in zip(targets, mults, strict=True)]
-
-
-class Scaled(nn.Module):
-    """`nn.Linear` with a forward multiplier on its weight: y = x (m w)^T + b."""
-
-    def __init__(self, linear: nn.Linear, multiplier: float) -> None:
-        super().__init__()
-        self.linear, self.multiplier = linear, multiplier
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.multiplier * self.linear.weight, self.linear.bias)
-
-
-def reference_losses(c: TrialConfig, optimizer: str) -> list[float]:
-    problem = Problem(c)  # the data and the initial weights: all the reference shares
-    x, y = problem.x_train.flatten(1), problem.y_train
-    initial = list(problem.build_model(c.init_seed).parameters())
-    dims = [x.shape[1]] + [WIDTH] * (DEPTH - 1) + [problem.num_classes]
-    multipliers = forward_multipliers(c.parameterization, dims)
+def _reference_net(parameterization: str) -> nn.Sequential:
+    """The FCN as a plain Sequential, its weights copied from the tool's model at init."""
+    tool = build_model(
+        "fcn",
+        in_shape=(IN_DIM,),
+        out_dim=CLASSES,
+        parameterization=parameterization,
+        init_scale=INIT_SCALE,
+        last_init_scale=LAST_INIT_SCALE,
+        seed=0,
+        width=WIDTH,
+        depth=DEPTH,
+    ).to(torch.float64)
+    initial = [p.detach().clone() for p in tool.parameters()]  # w0, b0, w1, b1, w2, b2
+    dims = [IN_DIM, WIDTH, WIDTH, CLASSES]
     layers: list[nn.Module] = []
-    for i, (d_in, d_out) in enumerate(itertools.pairwise(dims)):
-        linear = nn.Linear(d_in, d_out, dtype=torch.float64)
+    for i, mult in enumerate(_forward_multipliers(parameterization)):
+        linear = nn.Linear(dims[i], dims[i + 1], dtype=torch.float64)
         with torch.no_grad():
             linear.weight.copy_(initial[2 * i])
             linear.bias.copy_(initial[2 * i + 1])
-        layers += [Scaled(linear, multipliers[i]), nn.ReLU()]
-    net = nn.Sequential(*layers[:-1])
-    linears = [layer.linear for layer in layers[::2]]
-    if optimizer == "sgd":
-        groups = [{"params": list(net.parameters()), "scale": 1.0}]
-        opt = torch.optim.SGD(groups, lr=0.0, momentum=0.9)
+        layers += [_Scale(mult), linear] + ([nn.ReLU()] if i < DEPTH - 1 else [])
+    return nn.Sequential(*layers)
+
+
+def _reference_run(parameterization: str, run: str) -> tuple[list[float], list[float], float]:
+    """(loss at theta_{t-1}, rate of update t) for t = 1..STEPS, and the loss at the
+    initial weights computed before any training."""
+    optimizer_section, loss_name, eta_trgt, decay = RUNS[run]
+    data = load_dataset("digits", train_size=TRAIN, test_size=32, seed=0)
+    x, y = data.x_train.to(torch.float64).flatten(1), data.y_train
+    net = _reference_net(parameterization)
+    linears = [m for m in net if isinstance(m, nn.Linear)]
+    groups = []
+    for linear, mult in zip(
+        linears, _weight_lr_multipliers(parameterization, optimizer_section["name"]), strict=True
+    ):
+        groups += [{"params": [linear.weight], "mult": mult}, {"params": [linear.bias], "mult": 1}]
+    if optimizer_section["name"] == "sgd":
+        opt = torch.optim.SGD(groups, lr=0.0, momentum=optimizer_section["momentum"])
     else:
-        scales = adam_lr_multipliers(c.parameterization, dims)
-        groups = [
-            {"params": [lin.weight], "scale": s} for lin, s in zip(linears, scales, strict=True)
-        ]
-        groups += [{"params": [lin.bias], "scale": 1.0} for lin in linears]
-        opt = torch.optim.Adam(groups, lr=0.0, betas=(0.9, 0.999), eps=1e-8)
-    target = F.one_hot(y, problem.num_classes).to(torch.float64)
-    losses = []
+        betas = (optimizer_section["beta1"], optimizer_section["beta2"])
+        opt = torch.optim.Adam(groups, lr=0.0, betas=betas, eps=optimizer_section["eps"])
+
+    with torch.no_grad():
+        initial_loss = _loss(loss_name, net(x), y).item()
+    losses, rates = [], []
     for t in range(1, STEPS + 1):
-        loss = 0.5 * (net(x) - target).pow(2).sum(-1).mean()
-        losses.append(loss.item())  # the loss at the parameters update t starts from
-        opt.zero_grad()
-        loss.backward()
+        lr = _rate(t, eta_trgt, decay)
         for group in opt.param_groups:
-            group["lr"] = rate(t, c.eta_trgt) * group["scale"]
+            group["lr"] = lr * group["mult"]
+        opt.zero_grad()
+        loss = _loss(loss_name, net(x), y)
+        losses.append(loss.item())  # at theta_{t-1}: update t has not been taken yet
+        rates.append(lr)
+        loss.backward()
         opt.step()
-    return losses
+    return losses, rates, initial_loss
 
 
-CASES = [
-    ("sp", {"name": "sgd", "momentum": 0.9}, 0.05),
-    ("mup", {"name": "sgd", "momentum": 0.9}, 0.05),
-    ("sp", {"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, 1e-3),
-    ("mup", {"name": "adam", "beta1": 0.9, "beta2": 0.999, "eps": 1e-8}, 1e-3),
-]
+# --------------------------------------------------------------------------- the comparison
 
 
-@pytest.mark.parametrize(("parameterization", "optimizer", "eta"), CASES)
-def test_the_trials_losses_are_a_plain_torch_loops(parameterization, optimizer, eta):
-    c = config(parameterization, optimizer, eta)
-    result = run_trial(c)
-    assert result.status == "completed", result.summary.get("error")
-    assert result.steps["lr"] == pytest.approx(
-        [rate(t, eta) for t in range(1, STEPS + 1)], rel=1e-12
-    )
-    want = reference_losses(c, optimizer["name"])
-    assert result.steps["train_loss"] == pytest.approx(want, rel=1e-10)
-    assert want[-1] < want[0]  # it trained: the comparison is not of two constant curves
+@pytest.mark.parametrize("run", list(RUNS))
+@pytest.mark.parametrize("parameterization", ["sp", "mup"])
+def test_trial_follows_the_plain_pytorch_loop_to_round_off(parameterization, run):
+    config = _config(parameterization, run)
+    result = run_trial(config)
+    expected_losses, expected_rates, initial_loss = _reference_run(parameterization, run)
+
+    assert result.status in ("completed", "stuck"), result.summary
+    assert result.steps["step"] == list(range(1, STEPS + 1))
+    assert result.steps["lr"] == pytest.approx(expected_rates, rel=1e-14, abs=0)
+    # Row t holds the loss at the parameters update t starts from: row 1 is the loss at init.
+    assert result.steps["train_loss"][0] == pytest.approx(initial_loss, rel=1e-12)
+    assert result.steps["train_loss"] == pytest.approx(expected_losses, rel=RTOL, abs=0)
+    # The loss moved far beyond RTOL: equal trajectories are a real check, not the init twice.
+    assert abs(expected_losses[-1] - expected_losses[0]) > 1e-3 * expected_losses[0]
