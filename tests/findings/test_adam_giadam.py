@@ -61,8 +61,9 @@ def test_giadam_diverges_later_and_trains_no_worse_without_warmup():
     too, barely), so a strictly larger trainable eta is not asserted."""
     trials = pd.DataFrame(_boundary_scan("adam") + _boundary_scan("gi-adam"))
     by_rule = {
-        rule: divergence_boundary(trials, facets=["optimizer"], stuck_trainable=rule)
-        .set_index("optimizer")
+        rule: divergence_boundary(trials, ["optimizer"], stuck_trainable=rule).set_index(
+            "optimizer"
+        )
         for rule in (False, True)
     }
     largest = by_rule[False]["max_trainable_eta"]
