@@ -35,7 +35,7 @@ from results.figure_style import metric_label, panel_order, panel_title, split_f
 from results.loading import Loaded, load
 from results.plots import plot_boundary, plot_phase_diagrams
 from results.reference import matching_reference, read_reference, reference_boundary
-from results.schema import STATUSES
+from results.schema import STATUSES, TRIAL_SCHEMA
 from results.trajectory_plots import (
     has_adam_and_giadam,
     plot_adam_vs_giadam,
@@ -47,7 +47,20 @@ from results.trajectory_plots import (
 __all__ = ["AnalysisReport", "analyze", "markdown_table", "result_sentence"]
 
 # Facets added when they take more than one value in the sweep.
-VARYING_FACETS = ("eta_init_mode", "warmup_shape")
+# Trials columns that never split a sweep into facets: a cell's axes (eta, warmup
+# length), the seeds its cells average over, and what a trial measured or where it ran.
+# Every other trials column that varies is a setting, and becomes a facet.
+NOT_SETTINGS = frozenset(
+    {
+        "trial_id", "sweep", "status", "diverged_step", "stopped_step", "error",
+        "eta_trgt", "eta_trgt_relative", "eta_init", "warmup_steps", "warmup_end_step",
+        "init_seed", "data_seed", "optimizer_v0_seed",
+        "lambda0", "eta_c", "eta_c_loss_evals", "eta_c_check_ratio", "eta_c_overshoots",
+        "final_train_loss", "final_train_accuracy", "final_test_loss",
+        "final_test_accuracy", "final_sharpness",
+        "wall_time_s", "device", "node", "package_version",
+    }
+)  # fmt: skip
 METRIC_PREFERENCE = ("final_test_loss", "final_train_loss", "final_test_accuracy")
 # How to read each figure, for the summary's list of figures.
 FIGURE_NOTES = {
@@ -145,7 +158,8 @@ def analyze(
             for final_test_accuracy); default the first of final_test_loss,
             final_train_loss, final_test_accuracy with data.
         facets: trials columns that split the sweep into panels; those absent are
-            dropped, and `VARYING_FACETS` that take more than one value are added.
+            dropped, and every other setting that varies is added (`NOT_SETTINGS`
+            are the columns that never split a sweep).
         expected_trials: the planned trial count, when the caller knows it, so the
             summary can say how complete the sweep is.
         reference: the paper's official result tables (a folder of `.tab` files or a
@@ -214,13 +228,18 @@ def _load_reference(
 
 
 def _facets(trials: pd.DataFrame, facets: Sequence[str]) -> list[str]:
-    """The asked facets present in `trials`, plus each of `VARYING_FACETS` that varies."""
+    """The asked facets present in `trials`, plus every other setting that varies (in
+    schema order): two datasets, warmup shapes or warmup starts must never pool into one
+    cell as if they were seeds."""
     chosen = [f for f in facets if f in trials.columns]
-    for extra in VARYING_FACETS:
-        # A swept warmup start (eta_init 0 vs catapult) or shape (linear vs adaptive) must not
-        # pool into one cell as seeds.
-        if extra not in chosen and extra in trials.columns and trials[extra].nunique() > 1:
-            chosen.append(extra)
+    for column in TRIAL_SCHEMA.names:
+        if (
+            column not in chosen
+            and column not in NOT_SETTINGS
+            and column in trials.columns
+            and trials[column].nunique() > 1
+        ):
+            chosen.append(column)
     return chosen
 
 

@@ -166,16 +166,32 @@ def test_markdown_table_formats_numbers_and_missing():
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1.235 | x\\|y |", "| – | – |"]
 
 
-def test_a_swept_warmup_shape_is_a_facet_not_a_seed(tmp_path):
+@pytest.mark.parametrize(
+    ("setting", "other"),
+    [("warmup_shape", "adaptive"), ("dataset", "mnist1d"), ("eta_init_mode", "catapult")],
+)
+def test_a_swept_setting_is_a_facet_not_a_seed(tmp_path, setting, other):
     written = make_sweep(tmp_path / "res")
-    # The same grid point once more, with adaptive warmup: it must get its own cell.
-    adaptive = {**written[0], "trial_id": "trial-adaptive", "warmup_shape": "adaptive"}
-    write_trial(tmp_path / "res", "demo", adaptive, steps_of("sgd", adaptive["eta_trgt"], 1, None))
+    # The same grid point once more with another value of the setting: it gets its own
+    # cell (and boundary row), never pooled with the first as a second seed.
+    twin = {**written[0], "trial_id": "trial-twin", setting: other}
+    write_trial(tmp_path / "res", "demo", twin, steps_of("sgd", twin["eta_trgt"], 1, None))
     analyze(tmp_path / "res" / "demo", tmp_path / "out")
     summary = (tmp_path / "out" / "summary.md").read_text()
     header = next(line for line in summary.splitlines() if "max_trainable_eta" in line)
-    assert "warmup_shape" in header
-    assert "| adaptive |" in summary and "| linear |" in summary
+    assert f"| {setting} |" in header
+    assert f"| {other} |" in summary and f"| {written[0][setting]} |" in summary
+
+
+def test_seeds_and_measurements_never_split_a_sweep(tmp_path):
+    written = make_sweep(tmp_path / "res")
+    # Another seed of a grid point, measured on another node: a second seed of its cell.
+    twin = {**written[0], "trial_id": "trial-seed", "init_seed": 7, "node": "other-node"}
+    write_trial(tmp_path / "res", "demo", twin, steps_of("sgd", twin["eta_trgt"], 1, None))
+    analyze(tmp_path / "res" / "demo", tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    header = next(line for line in summary.splitlines() if "max_trainable_eta" in line)
+    assert "init_seed" not in header and "node" not in header
 
 
 # --------------------------------------------------------------------------- honest figures
