@@ -117,6 +117,8 @@ class _Loop:
         """Waiting members fill the free slots; each starts at update 1 in iteration `it`."""
         while self.waiting and len(self.pack.rows) < self.slots:
             take = self.slots - len(self.pack.rows)
+            for i in self.waiting[:take]:
+                self.pack.members[i].began = time.perf_counter()
             cohort = self.pack.cohort(self.waiting[:take], start=it - 1)
             del self.waiting[:take]
             _setup(cohort, self.end)
@@ -343,7 +345,8 @@ def run_pack(
     def finish(m: Member) -> None:
         m.ended = True
         m.summary.update(m.out)
-        m.summary["wall_time_s"] = time.perf_counter() - start
+        # From its admission to the pack (a waiting trial's wait is not its time).
+        m.summary["wall_time_s"] = time.perf_counter() - (m.began or start)
         if results is not None:
             try:
                 write_results(results, sweep, m.summary, m.steps)

@@ -47,6 +47,7 @@ class Member:
     loss0: float | None = None
     ended: bool = False
     start: int | None = None  # pack iteration before its update 1 (None: still waiting)
+    began: float | None = None  # time.perf_counter() when it was admitted
     generator: torch.Generator | None = None  # its Lanczos start vectors
     v_top: torch.Tensor | None = None  # warm starts: the last top eigenvectors
     v_pre: torch.Tensor | None = None

@@ -75,9 +75,10 @@ def unpacked(tmp_path_factory):
     return results
 
 
-# All at once; and 4 slots, so waiting trials take the slots of ended ones and rows train
-# at different updates, on different minibatches and measurement times.
-@pytest.mark.parametrize("slots", [None, 4])
+# All at once; 4 slots, so waiting trials take the slots of ended ones and rows train at
+# different updates, on different minibatches and measurement times; and one slot, so the
+# trials train one after another (how a sweep runs `pack_size: 1`).
+@pytest.mark.parametrize("slots", [None, 4, 1])
 def test_packed_grid_writes_the_same_parquet_values_as_unpacked(unpacked, tmp_path, slots):
     run_pack(GRID, results=str(tmp_path / "packed"), sweep="grid", slots=slots)
 
