@@ -100,8 +100,10 @@ class WaitForFiles:
 
 
 def overrides_of(config: dict[str, Any]) -> dict[str, Any]:
-    """One trial's overrides from a searcher's Tune config (flat keys, where `seed` sets
-    both init_seed and data_seed)."""
+    """One trial's overrides from a Tune config: nested under `overrides`, or a
+    searcher's flat keys, where `seed` sets both init_seed and data_seed."""
+    if "overrides" in config:
+        return dict(config["overrides"])
     overrides = dict(config)
     if "seed" in overrides:
         seed = overrides.pop("seed")
