@@ -1,12 +1,16 @@
 # Two commands do all the set-up (each makes .venv and installs what it needs):
 #   make quickstart   run the quickstart sweep on an embedded local Ray and plot it
-#   make test         lint and run the whole test suite
+#   make test         lint and run the whole test suite (what CI runs)
+#   make test-fast    lint and run the fast tier: the unit tests of the science and the
+#                     store, with no Ray, subprocess, process or server (`pytest --fast`
+#                     leaves out tests marked `integration` or `slow`; tests/conftest.py
+#                     fails a fast-tier test that starts one of those)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RESULTS ?= sweep-results
 
-.PHONY: quickstart test lint
+.PHONY: quickstart test test-fast lint
 
 $(BIN)/warmup-sweep: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -27,3 +31,6 @@ lint: $(BIN)/warmup-sweep
 
 test: lint
 	$(BIN)/python -m pytest
+
+test-fast: lint
+	$(BIN)/python -m pytest --fast

@@ -11,9 +11,11 @@ x eta_trgt cell, aggregated over seed replicates (`init_seed`, `data_seed`). Rul
   errored).
 - The metric mean/std are over the completed and stuck seeds with a finite value
   (std is the sample std, NaN for a single seed).
-- The divergence boundary follows the paper: trainable = did not diverge, so
-  `stuck` cells are trainable; `stopped`, `error` and `missing` cells are unknown
-  and ignored.
+- The divergence boundary follows the paper: a cell is trainable when it is `ok`;
+  `diverged` and `stuck` cells failed (a run that ends below 1.5x chance accuracy
+  did not train, as the paper counts it). `stuck_trainable=True` keeps the older
+  reading, where only divergence fails. `stopped`, `error` and `missing` cells are
+  unknown and ignored.
 - The eta axis is `eta_trgt_relative` (multiples of 1/lambda0, exact grid values, the
   same across seeds whose lambda0 differ) when every trial of the facet has it, else
   the absolute `eta_trgt` (`eta="auto"`); either can be forced.
@@ -21,7 +23,7 @@ x eta_trgt cell, aggregated over seed replicates (`init_seed`, `data_seed`). Rul
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +31,32 @@ import numpy as np
 import pandas as pd
 
 from results.schema import ADAM_FAMILY, STATUSES
+
+__all__ = [
+    "BOUNDARY_CENSORING",
+    "CELL_STATUSES",
+    "DEFAULT_FACETS",
+    "ETA_COLUMNS",
+    "REGIME_COLUMNS",
+    "FacetKey",
+    "PhaseDiagram",
+    "best_configs",
+    "boundary_text",
+    "divergence_boundary",
+    "facet_label",
+    "facet_value",
+    "failed_statuses",
+    "failure_rule",
+    "metric_columns",
+    "phase_diagram",
+    "phase_table",
+    "regime_map",
+    "resolve_eta",
+    "resolve_metric",
+    "sharpness_column",
+    "threshold_at",
+    "trainable_statuses",
+]
 
 DEFAULT_FACETS: tuple[str, ...] = ("parameterization", "optimizer", "init_scale")
 CELL_STATUSES: tuple[str, ...] = ("ok", "stuck", "diverged", "stopped", "error", "missing")
@@ -40,7 +68,7 @@ FacetKey = tuple[Hashable, ...]
 # --------------------------------------------------------------------------- grouping
 
 
-def _clean(value: Any) -> Hashable:
+def facet_value(value: Any) -> Hashable:
     """Plain Python value for a facet key (NaN/NA -> None, numpy scalars -> Python)."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
@@ -61,7 +89,7 @@ def _facet_groups(
     out = []
     for key, rows in groups:
         key = key if isinstance(key, tuple) else (key,)
-        out.append((tuple(_clean(k) for k in key), rows))
+        out.append((tuple(facet_value(k) for k in key), rows))
     return out
 
 
@@ -86,6 +114,28 @@ def resolve_eta(rows: pd.DataFrame, eta: str = "auto") -> str:
     if eta not in ETA_COLUMNS:
         raise ValueError(f"eta must be 'auto' or one of {list(ETA_COLUMNS)}, got {eta!r}")
     return eta
+
+
+def metric_columns(trials: pd.DataFrame) -> list[str]:
+    """The numeric summary columns of `trials` a phase diagram can show, e.g. final_test_accuracy."""
+    return [
+        c
+        for c in trials.columns
+        if pd.api.types.is_numeric_dtype(trials[c]) and not pd.api.types.is_bool_dtype(trials[c])
+    ]
+
+
+def resolve_metric(trials: pd.DataFrame, metric: str) -> str:
+    """The trials column `metric` names: itself, or `final_<metric>` (so `test_accuracy`
+    means `final_test_accuracy`); ValueError naming the choices if neither is a numeric column."""
+    numeric = metric_columns(trials)
+    for name in (metric, f"final_{metric}"):
+        if name in numeric:
+            return name
+    finals = ", ".join(c for c in numeric if c.startswith("final_"))
+    raise ValueError(
+        f"metric {metric!r} is not a numeric trials column; e.g. {finals or 'final_test_loss'}"
+    )
 
 
 def _round_eta(values: pd.Series) -> pd.Series:
@@ -270,16 +320,44 @@ def phase_diagram(
 
 # --------------------------------------------------------------------------- boundary
 
+# `censored` values of `divergence_boundary`: where the true boundary lies for a row.
+BOUNDARY_CENSORING: tuple[str, ...] = ("no", "above", "below", "unknown")
+
+
+def trainable_statuses(stuck_trainable: bool = False) -> tuple[str, ...]:
+    """Cell statuses that count as trainable: `ok`, and `stuck` only with `stuck_trainable`."""
+    return ("ok", "stuck") if stuck_trainable else ("ok",)
+
+
+def failed_statuses(stuck_trainable: bool = False) -> tuple[str, ...]:
+    """Cell statuses that count as failed: `diverged`, and `stuck` unless `stuck_trainable`."""
+    return ("diverged",) if stuck_trainable else ("diverged", "stuck")
+
+
+def failure_rule(stuck_trainable: bool = False) -> str:
+    """The boundary's failure rule in words, for figures and summaries."""
+    return "stuck counts as trainable" if stuck_trainable else "stuck counts as failed"
+
 
 def divergence_boundary(
-    trials: pd.DataFrame, facets: Sequence[str] = DEFAULT_FACETS, eta: str = "auto"
+    trials: pd.DataFrame,
+    facets: Sequence[str] = DEFAULT_FACETS,
+    eta: str = "auto",
+    *,
+    stuck_trainable: bool = False,
 ) -> pd.DataFrame:
-    """Per facet and warmup_steps: the largest trainable eta and the smallest diverged eta above it.
+    """Per facet and warmup_steps: the largest trainable eta and the smallest failed eta above it.
 
     Works for grid sweeps and for boundary searches alike (any set of eta values).
-    `max_trainable_*`/`min_diverged_*` come in the facet's eta units (`eta_column`),
+    A cell failed when it diverged or, by default (the paper's rule), got stuck;
+    `stuck_trainable=True` counts stuck cells as trainable instead.
+    `max_trainable_*`/`min_failed_*` come in the facet's eta units (`eta_column`),
     absolute (`_eta_trgt`), times lambda0 (`_x_lambda0`) and over eta_c (`_over_eta_c`).
-    `non_monotone` flags a diverged cell below the largest trainable one.
+    `censored` says what the row knows of the true boundary: `no` (between
+    `max_trainable_eta` and `min_failed_eta`), `above` (nothing failed above the largest
+    trainable eta: the boundary is at least `max_trainable_eta`, e.g. the grid's top),
+    `below` (nothing trainable: the boundary is below `min_failed_eta`), `unknown`
+    (neither). `non_monotone` flags a failed cell below the largest trainable one.
     """
     table = phase_table(trials, _any_metric(trials), facets, eta)
     facets = list(facets)
@@ -288,27 +366,29 @@ def divergence_boundary(
         "warmup_steps",
         "eta_column",
         "max_trainable_eta",
-        "min_diverged_eta",
+        "min_failed_eta",
+        "censored",
         "max_trainable_eta_trgt",
         "max_trainable_x_lambda0",
         "max_trainable_over_eta_c",
-        "min_diverged_eta_trgt",
-        "min_diverged_x_lambda0",
-        "min_diverged_over_eta_c",
+        "min_failed_eta_trgt",
+        "min_failed_x_lambda0",
+        "min_failed_over_eta_c",
         "n_trainable",
-        "n_diverged",
+        "n_failed",
         "non_monotone",
     ]
+    good, bad = trainable_statuses(stuck_trainable), failed_statuses(stuck_trainable)
     rows = []
     group_cols = [*facets, "warmup_steps", "eta_column"]
     for key, cells in table.astype({f: object for f in facets}).groupby(
         group_cols, dropna=False, sort=True
     ):
         status = cells["status"].astype(str)
-        trainable = cells[status.isin(["ok", "stuck"])]
-        diverged = cells[status == "diverged"]
+        trainable = cells[status.isin(good)]
+        failed = cells[status.isin(bad)]
         top = trainable.loc[trainable["eta"].idxmax()] if len(trainable) else None
-        above = diverged[diverged["eta"] > top["eta"]] if top is not None else diverged
+        above = failed[failed["eta"] > top["eta"]] if top is not None else failed
         first = above.loc[above["eta"].idxmin()] if len(above) else None
 
         def pick(row: pd.Series | None, column: str) -> float:
@@ -318,21 +398,45 @@ def divergence_boundary(
             {
                 **dict(zip(group_cols, key, strict=True)),
                 "max_trainable_eta": pick(top, "eta"),
-                "min_diverged_eta": pick(first, "eta"),
+                "min_failed_eta": pick(first, "eta"),
+                "censored": _censoring(top is not None, first is not None),
                 "max_trainable_eta_trgt": pick(top, "eta_trgt"),
                 "max_trainable_x_lambda0": pick(top, "eta_x_lambda0"),
                 "max_trainable_over_eta_c": pick(top, "eta_over_eta_c"),
-                "min_diverged_eta_trgt": pick(first, "eta_trgt"),
-                "min_diverged_x_lambda0": pick(first, "eta_x_lambda0"),
-                "min_diverged_over_eta_c": pick(first, "eta_over_eta_c"),
+                "min_failed_eta_trgt": pick(first, "eta_trgt"),
+                "min_failed_x_lambda0": pick(first, "eta_x_lambda0"),
+                "min_failed_over_eta_c": pick(first, "eta_over_eta_c"),
                 "n_trainable": len(trainable),
-                "n_diverged": len(diverged),
-                "non_monotone": bool(top is not None and (diverged["eta"] < top["eta"]).any()),
+                "n_failed": len(failed),
+                "non_monotone": bool(top is not None and (failed["eta"] < top["eta"]).any()),
             }
         )
     out = pd.DataFrame.from_records(rows, columns=columns)
     out["warmup_steps"] = out["warmup_steps"].astype(int)
     return out
+
+
+def _censoring(has_trainable: bool, has_failed_above: bool) -> str:
+    if has_trainable:
+        return "no" if has_failed_above else "above"
+    return "below" if has_failed_above else "unknown"
+
+
+def boundary_text(row: Mapping[str, Any], unit: str = "eta", precision: int = 4) -> str:
+    """A `divergence_boundary` row's largest trainable eta as text: '8'; '≥ 32' when nothing
+    failed above it (a lower bound); '< 1' when nothing was trainable (below the smallest
+    failed eta); '?' when neither is known.
+
+    `unit` picks the columns: "eta" (the facet's eta units), "eta_trgt" (absolute) or
+    "x_lambda0" (`max_trainable_<unit>`, `min_failed_<unit>`).
+    """
+    censored = row["censored"]
+    if censored == "below":
+        return f"< {float(row[f'min_failed_{unit}']):.{precision}g}"
+    if censored == "unknown":
+        return "?"
+    value = f"{float(row[f'max_trainable_{unit}']):.{precision}g}"
+    return f"≥ {value}" if censored == "above" else value
 
 
 def _any_metric(trials: pd.DataFrame) -> str:
@@ -349,27 +453,37 @@ def best_configs(
     facets: Sequence[str] = DEFAULT_FACETS,
     eta: str = "auto",
     higher_is_better: bool | None = None,
+    *,
+    per_warmup: bool = False,
 ) -> pd.DataFrame:
     """Best (warmup_steps, eta) cell per facet by seed-mean `metric`, among cells with status `ok`.
 
-    Lower is better unless `higher_is_better` (default: True for metrics named '*accuracy*').
+    Args:
+        trials: the trials table (`results.load`).
+        metric: trials column to rank cells by (its seed mean).
+        facets: trials columns whose combinations get a best cell each.
+        eta: eta axis: "auto", "eta_trgt" or "eta_trgt_relative" (as `phase_table`).
+        higher_is_better: rank descending; default True for metrics named '*accuracy*',
+            else lower is better.
+        per_warmup: the best eta per facet and warmup length instead of per facet.
     """
     if higher_is_better is None:
         higher_is_better = "accuracy" in metric
     table = phase_table(trials, metric, facets, eta)
     facets = list(facets)
+    groups = [*facets, "warmup_steps"] if per_warmup else facets
     columns = [*facets, "warmup_steps", "eta_column", "eta", "eta_trgt", metric, "std", "n"]
     ok = table[(table["status"].astype(str) == "ok") & table["mean"].notna()]
     if ok.empty:
         return pd.DataFrame(columns=columns)
     ok = ok.sort_values("mean", ascending=not higher_is_better, kind="stable")
     best = (
-        ok.astype({f: object for f in facets}).groupby(facets, dropna=False, sort=True).head(1)
-        if facets
+        ok.astype({f: object for f in facets}).groupby(groups, dropna=False, sort=True).head(1)
+        if groups
         else ok.head(1)
     )
     best = best.rename(columns={"mean": metric})
-    return best[columns].sort_values(facets or ["eta"], kind="stable").reset_index(drop=True)
+    return best[columns].sort_values(groups or ["eta"], kind="stable").reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- regimes
@@ -419,7 +533,7 @@ def regime_map(
     sharpness used is `sharpness_column(optimizer)`; the threshold at warmup end is
     the steps' `threshold`, or computed from `lr` when that was not recorded.
     """
-    from warmup_core import stability  # lazy: results must not need torch to load data
+    from warmup_core import stability  # imported when called: loading results needs no torch
 
     context = [c for c in _TRIAL_CONTEXT if c in trials.columns]
     by_trial = {
@@ -518,19 +632,21 @@ def _at_warmup_end(stability: Any, trial: pd.Series, rows: pd.DataFrame, column:
     }
 
 
-OPTIMIZER_HYPER: tuple[str, ...] = ("momentum", "nesterov", "beta1", "beta2", "eps", "weight_decay")
-
-
 def threshold_at(trial: pd.Series, lr: Any) -> Any:
     """Stability threshold of a trial's optimizer (its `optimizer_*` columns) at rate `lr`.
 
     For runs that did not record the `threshold` column; the same rule the trial applies.
+    NaN when the trial does not name its optimizer. The hyperparameters read are those `warmup_core.optim` gives the trial's optimizer.
     """
-    from warmup_core.optim import stability_threshold  # lazy: loading data needs no torch
+    # Imported when called: loading and analysing results needs no torch.
+    from warmup_core.optim import optimizer_defaults, stability_threshold
 
+    name = trial.get("optimizer")
+    if name is None or pd.isna(name):  # a trials file written without its config columns
+        return np.full(np.shape(lr), np.nan) if np.ndim(lr) else np.nan
     hyper = {}
-    for key in OPTIMIZER_HYPER:
+    for key, default in optimizer_defaults(name).items():
         value = trial.get(f"optimizer_{key}")
         if value is not None and not pd.isna(value):
-            hyper[key] = bool(value) if key == "nesterov" else float(value)
-    return stability_threshold(str(trial.get("optimizer")), lr, **hyper)
+            hyper[key] = bool(value) if isinstance(default, bool) else float(value)
+    return stability_threshold(name, lr, **hyper)

@@ -24,13 +24,28 @@ from typing import Any
 
 import pyarrow as pa
 
+__all__ = [
+    "ADAM_FAMILY",
+    "CATEGORY_COLUMNS",
+    "ENDED",
+    "NAME_PATTERN",
+    "STATUSES",
+    "STEP_SCHEMA",
+    "TRIAL_SCHEMA",
+    "extra_column_type",
+    "steps_table",
+    "trial_table",
+    "validate_name",
+]
+
 STATUSES: tuple[str, ...] = ("completed", "diverged", "stuck", "stopped", "error")
 # Endings a rerun keeps: all but `error`. `stopped` means a scheduler (ASHA) ended the
 # trial early by design; its files hold the steps it ran and the step it reached.
 ENDED: tuple[str, ...] = ("completed", "diverged", "stuck", "stopped")
 
-# Optimizers whose stability threshold applies to the pre-conditioned sharpness.
-ADAM_FAMILY: frozenset[str] = frozenset({"adam", "adamw", "gi-adam"})
+# Optimizers whose stability threshold applies to the pre-conditioned sharpness
+# (`warmup_core.optim.ADAM_FAMILY`, written out so that reading results needs no torch).
+ADAM_FAMILY: frozenset[str] = frozenset({"adam", "adamw", "gi-adam", "random-v0-adam", "radam"})
 
 TRIAL_SCHEMA = pa.schema(
     [
@@ -80,6 +95,7 @@ TRIAL_SCHEMA = pa.schema(
         ("model_heads", pa.int64()),
         ("model_widen", pa.int64()),
         ("model_base_channels", pa.int64()),
+        ("model_variant", pa.string()),  # ours | official (myrtle, wrn)
         ("dataset_train_size", pa.int64()),
         ("dataset_test_size", pa.int64()),
         ("dataset_standardize", pa.bool_()),
@@ -91,20 +107,28 @@ TRIAL_SCHEMA = pa.schema(
         ("dataset_path", pa.string()),
         ("dataset_context", pa.int64()),
         ("dataset_image_shape", pa.string()),  # JSON list (C, H, W), null for vectors
+        ("dataset_standardize_over", pa.string()),  # dataset | example
         ("last_init_scale", pa.float64()),
         ("simple_mup", pa.bool_()),
         ("mup_constants", pa.string()),
+        ("mup_conv_fan_in", pa.string()),  # kernel | feature_map
         ("optimizer_momentum", pa.float64()),
         ("optimizer_nesterov", pa.bool_()),
         ("optimizer_beta1", pa.float64()),
         ("optimizer_beta2", pa.float64()),
         ("optimizer_eps", pa.float64()),
         ("optimizer_weight_decay", pa.float64()),
+        ("optimizer_v0_seed", pa.int64()),  # random-v0-adam only
         ("warmup_power", pa.float64()),
         ("adaptive_safety", pa.float64()),  # null unless warmup_shape == "adaptive"
         ("adaptive_growth", pa.float64()),
         ("adaptive_every", pa.int64()),
-        ("eta_min", pa.float64()),
+        ("eta_min", pa.float64()),  # absolute, or a fraction of eta_trgt (eta_min_relative_to)
+        ("eta_min_relative_to", pa.string()),  # absolute | eta_trgt
+        ("decay_power", pa.float64()),  # the cosine decay's exponent
+        ("augment_flip", pa.bool_()),
+        ("augment_crop_padding", pa.int64()),
+        ("augment_mixup", pa.bool_()),
         ("sharpness_every", pa.int64()),
         ("sharpness_batch", pa.string()),
         ("sharpness_batch_size", pa.int64()),

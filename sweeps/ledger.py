@@ -3,7 +3,7 @@
 The driver reads the sweep's statuses once, at planning, and keeps them current
 from the trials' own final reports (`Ledger`); only trials that never reported
 an ending are looked up again, by their own files. A run also keeps the sweep's
-status cache (`results.store.STATUS_CACHE`) current, every `CACHE_REFRESH_S`
+status cache (`results.STATUS_CACHE`) current, every `CACHE_REFRESH_S`
 seconds while trials run and when they are done (`refreshing_cache`), so that
 planning a resume opens only the summaries written since, not the whole sweep's.
 """
@@ -16,8 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from results import ENDED, STATUSES, read_statuses
-from results.store import read_summaries
+from results import ENDED, STATUSES, read_statuses, read_summaries
 
 __all__ = ["CACHE_REFRESH_S", "Ledger", "SweepOutcome", "refreshing_cache"]
 

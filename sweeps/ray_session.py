@@ -22,21 +22,24 @@ class ClusterError(RuntimeError):
     """The Ray cluster at `--address` cannot be joined; the message says what to fix."""
 
 
-def init_ray(address: str | None, num_cpus: int | None = None) -> None:
+def init_ray(
+    address: str | None, num_cpus: int | None = None, *, log_to_driver: bool = False
+) -> None:
     """Join `address`, or start an embedded Ray of `num_cpus` CPUs (default: all) bound
-    to 127.0.0.1 only; nothing when Ray is already initialized.
+    to 127.0.0.1 only; nothing when Ray is already initialized. `log_to_driver` shows
+    the workers' own output (Ray's logs, warnings) on the driver's.
 
     Raises `ClusterError` (one line naming the fix) when the cluster cannot be joined.
     """
     if ray.is_initialized():
         return
     if address:
-        _join_cluster(address)
+        _join_cluster(address, log_to_driver)
     else:
-        _start_local(num_cpus)
+        _start_local(num_cpus, log_to_driver)
 
 
-def _start_local(num_cpus: int | None) -> None:
+def _start_local(num_cpus: int | None, log_to_driver: bool) -> None:
     # A new local Ray turns token authentication on by default and logs a warning that it
     # did, on every run; that is the setting we want, so drop that one notice.
     notice = logging.getLogger(AUTH_NOTICE_LOGGER)
@@ -48,7 +51,7 @@ def _start_local(num_cpus: int | None) -> None:
                 num_cpus=num_cpus,
                 include_dashboard=False,
                 dashboard_host=LOOPBACK,
-                log_to_driver=False,
+                log_to_driver=log_to_driver,
                 configure_logging=False,
                 **node_address,
             )
@@ -67,7 +70,7 @@ class _DropMessage(logging.Filter):
         return not record.getMessage().startswith(self.prefix)
 
 
-def _join_cluster(address: str) -> None:
+def _join_cluster(address: str, log_to_driver: bool) -> None:
     """`ray.init(address)`, with Ray's retry lines swallowed and a one-line error instead."""
     host, _, port = address.rpartition(":")
     if address != "auto" and "://" not in address:
@@ -84,7 +87,7 @@ def _join_cluster(address: str) -> None:
             ) from None
     with _captured_stderr() as captured:
         try:
-            ray.init(address=address, log_to_driver=False)
+            ray.init(address=address, log_to_driver=log_to_driver)
             error = None
         except (ConnectionError, RuntimeError, ValueError) as exc:
             error = exc

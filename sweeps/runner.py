@@ -26,12 +26,15 @@ from results import write_spec
 from sweeps.boundary import BoundarySearch
 from sweeps.grid import PlannedTrial, expand, make_trial
 from sweeps.ledger import Ledger, SweepOutcome, refreshing_cache
+from sweeps.lock import sweep_lock
 from sweeps.packing import concurrent_workers, group_into_packs, resolve_pack_size
 from sweeps.progress import Progress
 from sweeps.ray_session import init_ray
 from sweeps.schema import RangeAxis, RelativeAxis, SweepSpec
 from sweeps.search import UniqueSearch
 from sweeps.spec import resolved_yaml
+from sweeps.study import persisted_study
+from sweeps.tracking import check_trackers
 from sweeps.tuner import build_tuner
 from trials.tune import overrides_of
 
@@ -45,24 +48,31 @@ def run_sweep(
     address: str | None = None,
     stream: TextIO | None = None,
     num_cpus: int | None = None,
+    verbosity: int = 1,
 ) -> SweepOutcome:
     """Run every trial of `spec` that has not ended yet under `results` (a local path or
     URI); return the outcome. `address` joins a Ray cluster (default: an embedded Ray of
-    `num_cpus` CPUs); progress goes to `stream` (default stderr)."""
+    `num_cpus` CPUs); progress goes to `stream` (default stderr), only trials that end
+    in error at `verbosity` 0, Ray's own logs too at 2.
+
+    Raises `sweeps.lock.SweepBusy`, having written nothing, while another run of the
+    same local sweep is in progress.
+    """
     stream = sys.stderr if stream is None else stream  # looked up now: it may be redirected
     # Tune runs each trial in its own working directory: workers need an absolute path.
     results = results if "://" in results else os.path.abspath(results)
-    if address:
-        init_ray(address, num_cpus)  # a cluster that cannot be joined leaves nothing written
-    write_spec(results, spec.name, resolved_yaml(spec))
-    run = _Run(
-        spec, results, Ledger(results, spec.name, update_cache=True), stream, address, num_cpus
-    )
-    if spec.search.kind == "optuna":
-        return _run_optuna(run)
-    if spec.search.kind == "boundary":
-        return _run_boundary(run)
-    return _run_grid(run)
+    check_trackers(spec)
+    if address:  # a cluster that cannot be joined leaves nothing written
+        init_ray(address, num_cpus, log_to_driver=verbosity > 1)
+    with sweep_lock(results, spec.name):
+        write_spec(results, spec.name, resolved_yaml(spec))
+        ledger = Ledger(results, spec.name, update_cache=True)
+        run = _Run(spec, results, ledger, stream, address, num_cpus, verbosity)
+        if spec.search.kind == "optuna":
+            return _run_optuna(run)
+        if spec.search.kind == "boundary":
+            return _run_boundary(run)
+        return _run_grid(run)
 
 
 def pending_trials(spec: SweepSpec, results: str) -> tuple[list[PlannedTrial], int]:
@@ -98,6 +108,16 @@ class _Run:
     stream: TextIO
     address: str | None
     num_cpus: int | None
+    verbosity: int = 1
+
+    def say(self, text: str) -> None:
+        """One line about the run on its stream, unless quiet."""
+        if self.verbosity:
+            self.stream.write(text + "\n")
+
+    def init_ray(self) -> None:
+        """Join or start Ray (once), with Ray's own logs on the driver when verbose."""
+        init_ray(self.address, self.num_cpus, log_to_driver=self.verbosity > 1)
 
 
 def _fit(
@@ -111,8 +131,8 @@ def _fit(
 ) -> None:
     """Run `trials` trials of `param_space` on Ray Tune, with a progress line and the
     status cache kept current (see `sweeps.tuner.build_tuner` for the keywords)."""
-    init_ray(run.address, run.num_cpus)
-    progress = Progress(trials, run.ledger, run.stream)
+    run.init_ray()
+    progress = Progress(trials, run.ledger, run.stream, spec=run.spec, verbosity=run.verbosity)
     tuner = build_tuner(
         run.spec,
         run.results,
@@ -132,17 +152,17 @@ def _fit_planned(run: _Run, trials: list[PlannedTrial], run_name: str | None = N
     cluster; said in one line); resume is per trial, so only the trials given are packed.
     With one slot a pack runs its trials back to back, one Ray Tune trial for several."""
     spec = run.spec
-    init_ray(run.address, run.num_cpus)  # the pack size depends on the cluster's workers
+    run.init_ray()  # the pack size depends on the cluster's workers
     choice = resolve_pack_size(spec.pack_size, trials, spec.resources.cpu)
     packs = group_into_packs(trials, choice.slots, concurrent_workers(spec.resources.cpu))
     if spec.pack_size == "auto" or choice.slots != spec.pack_size:  # what was chosen, and why
-        run.stream.write(f"sweep {spec.name}: pack_size {choice.slots}: {choice.reason}\n")
+        run.say(f"sweep {spec.name}: pack_size {choice.slots}: {choice.reason}")
     how = (
         f"each training up to {choice.slots} trials at once"
         if choice.slots > 1
         else "each training its trials one after another"
     )
-    run.stream.write(f"sweep {spec.name}: {len(packs)} packs, {how}\n")
+    run.say(f"sweep {spec.name}: {len(packs)} packs, {how}")
     space = {"pack": tune.grid_search([[p.overrides for p in pack] for pack in packs])}
     _fit(run, space, len(trials), run_name=run_name, slots=choice.slots)
 
@@ -152,7 +172,7 @@ def _run_grid(run: _Run) -> SweepOutcome:
     planned = expand(run.spec)
     pending = [p for p in planned if not run.ledger.ended(p.trial_id)]
     skipped = len(planned) - len(pending)
-    run.stream.write(f"sweep {run.spec.name}: {len(pending)} to run, {skipped} already ended\n")
+    run.say(f"sweep {run.spec.name}: {len(pending)} to run, {skipped} already ended")
     if pending:
         _fit_planned(run, pending)
     return run.ledger.outcome([p.trial_id for p in planned], skipped)
@@ -167,16 +187,16 @@ def _run_boundary(run: _Run) -> SweepOutcome:
         round_index += 1
         todo = [p for p in batch if not run.ledger.ended(p.trial_id)]
         skipped += len(batch) - len(todo)
-        run.stream.write(
+        run.say(
             f"sweep {run.spec.name}: boundary round {round_index}, "
-            f"{len(todo)} to run, {len(batch) - len(todo)} already ended\n"
+            f"{len(todo)} to run, {len(batch) - len(todo)} already ended"
         )
         if todo:
             _fit_planned(run, todo, run_name=f"round{round_index}")
             run.ledger.settle(p.trial_id for p in todo)
         search.record({p.trial_id: run.ledger.statuses.get(p.trial_id) for p in batch})
         all_ids += [p.trial_id for p in batch]
-    run.stream.write(search.describe())
+    run.say(search.describe().rstrip("\n"))
     return run.ledger.outcome(list(dict.fromkeys(all_ids)), skipped)
 
 
@@ -191,22 +211,32 @@ def _run_optuna(run: _Run) -> SweepOutcome:
     todo = max(0, search.num_samples - len(ended))
     if grid is not None:
         todo = min(todo, len(grid) - len(ended))
-    run.stream.write(
+    run.say(
         f"sweep {spec.name}: optuna, {search.num_samples} samples, {todo} to run, "
-        f"{len(ended)} already ended\n"
+        f"{len(ended)} already ended"
     )
-    searcher = UniqueSearch(
-        OptunaSearch(metric=search.metric, mode=search.mode, seed=spec.seeds[0]),
-        trial_id_of=lambda config: make_trial(spec, overrides_of(config)).trial_id,
-        taken=ended,
-        grid=[p.overrides for p in planned] if planned is not None else None,
-    )
+    ran: list[str] = []
     if todo:
-        tune_config = tune.TuneConfig(
-            search_alg=searcher, scheduler=_scheduler(spec), num_samples=todo
-        )
-        _fit(run, _optuna_space(spec), todo, tune_config=tune_config)
-    ran = list(searcher.started.values())
+        # The study lives in the sweep's optuna.db: optuna-dashboard opens it, reruns go on.
+        with persisted_study(run.results, spec.name) as storage:
+            inner = OptunaSearch(
+                metric=search.metric,
+                mode=search.mode,
+                seed=spec.seeds[0],
+                study_name=spec.name,
+                storage=storage,
+            )
+            searcher = UniqueSearch(
+                inner,
+                trial_id_of=lambda config: make_trial(spec, overrides_of(config)).trial_id,
+                taken=ended,
+                grid=[p.overrides for p in planned] if planned is not None else None,
+            )
+            tune_config = tune.TuneConfig(
+                search_alg=searcher, scheduler=_scheduler(spec), num_samples=todo
+            )
+            _fit(run, _optuna_space(spec), todo, tune_config=tune_config)
+        ran = list(searcher.started.values())
     outcome = ledger.outcome(list(dict.fromkeys([*ended, *ran])), len(ended))
     outcome.stopped_early = outcome.counts.get("stopped", 0)
     return outcome

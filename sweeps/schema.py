@@ -30,6 +30,7 @@ __all__ = [
     "Search",
     "SpecError",
     "SweepSpec",
+    "Wandb",
 ]
 
 
@@ -67,6 +68,7 @@ class Search(_Strict):
     num_samples: int = Field(default=20, gt=0)
     asha: bool | Asha = False  # true: ASHA with Ray Tune's defaults (see `Asha`)
     resolution: float = Field(default=0.5, gt=0)  # boundary: bracket width in log2(eta)
+    stuck_trainable: bool = False  # boundary: a stuck trial is trainable (default: failed)
 
     @property
     def asha_config(self) -> Asha | None:
@@ -82,12 +84,29 @@ class Failure(_Strict):
     retries: int = Field(default=0, ge=0)
 
 
+class Wandb(_Strict):
+    """Weights & Biases: a run per trial, named by its trial id, in `project` (of `entity`,
+    default: the logged-in user's), grouped by `group` (default: the sweep's name).
+    `mode` offline writes runs to disk for a later `wandb sync`; None: W&B's own default
+    (the WANDB_MODE variable, else online)."""
+
+    project: str = Field(min_length=1)
+    entity: str | None = None
+    group: str | None = None
+    mode: Literal["online", "offline"] | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
 class Logging(_Strict):
-    """Ray Tune logger callbacks: TensorBoard by default, MLflow on request."""
+    """Experiment trackers, fed every measurement of each trial as it ends
+    (`sweeps.tracking`): TensorBoard by default, MLflow and W&B on request.
+    `mlflow_tracking_uri` None is MLflow's own default (MLFLOW_TRACKING_URI, else
+    ./mlflow.db)."""
 
     tensorboard: bool = True
     mlflow: bool = False
     mlflow_tracking_uri: str | None = None
+    wandb: Wandb | None = None
 
 
 class RelativeAxis(_Strict):

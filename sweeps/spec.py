@@ -9,6 +9,7 @@ dotted path of the field (`base.model.width: ...`, or for a bad grid value
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,16 @@ from pydantic import ValidationError
 from sweeps.grid import check_grid
 from sweeps.schema import UNION_FORMS, RangeAxis, RelativeAxis, SpecError, SweepSpec
 from sweeps.validation_errors import format_validation_error
-from trials import TrialConfig
+from trials import TrialConfig, apply_overrides
 
-__all__ = ["SPEC_PACKAGE", "bundled_specs", "load_spec", "parse_spec", "resolved_yaml"]
+__all__ = [
+    "SPEC_PACKAGE",
+    "apply_settings",
+    "bundled_specs",
+    "load_spec",
+    "parse_spec",
+    "resolved_yaml",
+]
 
 SPEC_PACKAGE = "sweeps.specs"
 
@@ -67,8 +75,25 @@ def bundled_specs() -> dict[str, Path]:
     }
 
 
-def load_spec(spec: str | Path) -> tuple[SweepSpec, str]:
-    """Load a spec from a YAML path or a bundled name; returns the spec and its YAML text."""
+def apply_settings(data: Any, settings: Mapping[str, Any], source: str = "spec") -> Any:
+    """A copy of the YAML document `data` with each dotted key of `settings` set to its
+    value (`warmup-sweep run --set base.num_steps=50`): keys address the document, so a
+    spec's `base.model.width`, `grid.warmup_steps`, `pack_size`; missing mappings on the
+    way are made. The result is validated by whoever reads the document, as the file."""
+    if not settings:
+        return data
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: --set needs a YAML mapping, got {type(data).__name__}")
+    try:
+        return apply_overrides(data, dict(settings))
+    except ValueError as exc:  # a key goes through a value that is not a mapping
+        raise SpecError(f"{source}: --set {exc}") from None
+
+
+def load_spec(spec: str | Path, settings: Mapping[str, Any] | None = None) -> tuple[SweepSpec, str]:
+    """Load a spec from a YAML path or a bundled name, with `settings` (dotted keys, see
+    `apply_settings`) applied before it is validated; returns the spec and the file's
+    YAML text."""
     path = Path(spec)
     if not path.exists():
         bundled = bundled_specs()
@@ -88,7 +113,7 @@ def load_spec(spec: str | Path) -> tuple[SweepSpec, str]:
         data = yaml.safe_load(text)  # safe_load: a spec can never construct Python objects
     except yaml.YAMLError as exc:
         raise SpecError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
-    return parse_spec(data, str(path)), text
+    return parse_spec(apply_settings(data, settings or {}, str(path)), str(path)), text
 
 
 def resolved_yaml(spec: SweepSpec) -> str:

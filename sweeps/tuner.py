@@ -1,17 +1,22 @@
-"""The Ray Tune `Tuner` of a sweep: its trainable, storage, loggers and trial names."""
+"""The Ray Tune `Tuner` of a sweep: its trainable, storage, loggers and trial names.
+
+Tune's own logger callbacks keep its per-Tune-trial `result.json` and
+`progress.csv`; the experiment trackers (TensorBoard, MLflow, W&B) are
+`sweeps.tracking.Tracking`, which logs our trials, not Tune's packs of them.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from ray import tune
-from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, TBXLoggerCallback
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
-from results import child
-from results.store import resolve
+from results import child, resolve
 from sweeps.ray_private import use_legacy_reporter
 from sweeps.schema import SweepSpec
+from sweeps.tracking import Tracking
 from trials.tune import trainable
 
 __all__ = ["build_tuner"]
@@ -31,7 +36,7 @@ def build_tuner(
     sweep's results.
 
     Args:
-        spec: the sweep (base config, resources, retries, loggers, max_concurrent).
+        spec: the sweep (base config, resources, retries, trackers, max_concurrent).
         results: the results location (absolute path or URI).
         param_space: Tune's config space: `{"pack": grid_search([[...], ...])}` (packs of
             trials' overrides) or a searcher's flat keys.
@@ -41,6 +46,8 @@ def build_tuner(
         slots: trials of a pack that train at once (None: a pack's every trial).
     """
     use_legacy_reporter()  # before the Tuner reads Tune's output settings
+    # Tune adds its TensorBoard logger (per Tune trial, every report) unless told not to.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     common = dict(base=spec.base, results=results, sweep=spec.name, cpus=spec.resources.cpu)
     fn = tune.with_parameters(trainable, slots=slots, **common)
     fn = tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
@@ -51,7 +58,12 @@ def build_tuner(
         storage_path=storage_path,
         storage_filesystem=storage_fs,
         failure_config=tune.FailureConfig(max_failures=spec.failure.retries),
-        callbacks=[*callbacks, *_logger_callbacks(spec)],
+        callbacks=[
+            *callbacks,
+            JsonLoggerCallback(),
+            CSVLoggerCallback(),
+            *_trackers(spec, results),
+        ],
         verbose=0,
     )
     tune_config = tune_config or tune.TuneConfig(reuse_actors=True)
@@ -62,17 +74,10 @@ def build_tuner(
     return tune.Tuner(fn, param_space=param_space, tune_config=tune_config, run_config=run_config)
 
 
-def _logger_callbacks(spec: SweepSpec) -> list[tune.Callback]:
-    callbacks: list[tune.Callback] = [JsonLoggerCallback(), CSVLoggerCallback()]
-    if spec.logging.tensorboard:
-        callbacks.append(TBXLoggerCallback())
-    if spec.logging.mlflow:
-        callbacks.append(
-            MLflowLoggerCallback(
-                tracking_uri=spec.logging.mlflow_tracking_uri, experiment_name=spec.name
-            )
-        )
-    return callbacks
+def _trackers(spec: SweepSpec, results: str) -> list[tune.Callback]:
+    logging = spec.logging
+    on = logging.tensorboard or logging.mlflow or logging.wandb is not None
+    return [Tracking(spec, results)] if on else []
 
 
 def _trial_name(trial) -> str:

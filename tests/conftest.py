@@ -1,7 +1,15 @@
-"""Fixtures shared by every test package: one torch thread, and a real S3-compatible
-server on loopback for the object-storage tests."""
+"""Set-up shared by every test package: one torch thread, a real S3-compatible server on
+loopback for the object-storage tests, and the two test tiers.
+
+A test that starts Ray, a subprocess, a process or a listening socket (a server) is
+marked `integration`; heavy ones are marked `slow`. The fast tier (`pytest --fast`,
+`make test-fast`) is every test marked neither. While a fast-tier test sets up or runs,
+in every run (CI's included), those calls fail it with a message naming what it
+started, so the fast tier cannot silently grow slow.
+"""
 
 import contextlib
+import multiprocessing.process
 import os
 import signal
 import socket
@@ -9,16 +17,91 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
 
+OUTSIDE_FAST_TIER = ("integration", "slow")
+
+
+# --------------------------------------------------------------------------- test tiers
+
+
+def in_fast_tier(item: pytest.Item) -> bool:
+    """Whether `item` is marked neither integration nor slow."""
+    return not any(item.get_closest_marker(name) for name in OUTSIDE_FAST_TIER)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--fast",
+        action="store_true",
+        help="run the fast tier only: leave out tests marked integration or slow",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not config.getoption("fast"):
+        return
+    left_out = [item for item in items if not in_fast_tier(item)]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if in_fast_tier(item)]
+
+
+def _refuse(item: pytest.Item, what: str) -> Callable[..., None]:
+    def refused(*args, **kwargs) -> None:
+        pytest.fail(f"fast tier: {item.nodeid} {what}; mark it integration", pytrace=True)
+
+    return refused
+
+
+@contextlib.contextmanager
+def _no_processes_or_servers(item: pytest.Item) -> Iterator[None]:
+    """Within the block, starting Ray, a subprocess, a process or a listening socket fails
+    `item` if it is in the fast tier."""
+    if not in_fast_tier(item):
+        yield
+        return
+    with pytest.MonkeyPatch.context() as patch:
+        # Patched on the classes, so `from subprocess import Popen` and subprocess.run
+        # are caught as well; Ray's own start-up goes through Popen too.
+        patch.setattr(subprocess.Popen, "__init__", _refuse(item, "starts a subprocess"))
+        patch.setattr(
+            multiprocessing.process.BaseProcess, "start", _refuse(item, "starts a process")
+        )
+        patch.setattr(socket.socket, "listen", _refuse(item, "opens a listening socket"))
+        ray = sys.modules.get("ray")
+        if ray is not None:
+            patch.setattr(ray, "init", _refuse(item, "starts Ray"))
+        yield
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Iterator[None]:
+    # Setup too: a session fixture (the S3 server) starts in the first test that asks for it.
+    with _no_processes_or_servers(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    with _no_processes_or_servers(item):
+        return (yield)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every test starts on one torch thread: the tests' tiny models run many times faster
+    # than on two busy cores (a second thread waits on the first whenever another process
+    # holds a core), and one thread sums floats in one order on any machine.
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="module")
 def one_torch_thread():
-    """One torch thread for the module: tiny models run many times faster than on two busy cores."""
+    """One torch thread for the module, whatever an earlier test set (see pytest_configure)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

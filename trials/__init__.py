@@ -2,8 +2,8 @@
 trials at once; a single trial is a pack of one), what a run records, and the Ray Tune
 adapter (`trials.tune`, not imported here: it needs Ray).
 
-Modules, in import order (each imports only those before it): `config`, `data`,
-`problem`, `records`, `rates`, `packable`, `stack`, `loop`, `trial`, `probe`, `tune`.
+Modules, in import order (each imports only those before it): `config`, `augment`,
+`data`, `problem`, `records`, `rates`, `packable`, `stack`, `loop`, `trial`, `probe`, `tune`.
 """
 
 from trials.config import (

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -19,6 +19,7 @@ from warmup_core import adaptive
 from warmup_core.models import MODEL_REGISTRY
 from warmup_core.optim import ADAM_FAMILY, OPTIMIZERS, optimizer_defaults
 from warmup_core.parameterization import PARAMETERIZATIONS
+from warmup_core.registry import Entry, Registry
 from warmup_core.schedules import DECAYS, WARMUP_SHAPES
 
 # Options each optimizer accepts (besides its name); others are refused.
@@ -45,17 +46,29 @@ class FieldRole:
       value alone, so a value is valid, and resolves the same, whatever the other fields
       hold (the grid is validated by parts on this: `sweeps.grid`).
     - `hashed`: part of the trial id (only fields that cannot change results are not).
+    - `omit_default`: left out of the trial id while at its default. For a field added
+      after sweeps were run, whose default reproduces what they ran: their trial ids,
+      and so their resume, stay valid. Such a field is never `independent` (the grid's
+      by-parts ids assume every independent field has a place in every id).
     """
 
     member: bool = False
     independent: bool = False
     hashed: bool = True
+    omit_default: bool = False
+
+    def __post_init__(self) -> None:
+        if self.omit_default and self.independent:
+            raise ValueError("FieldRole: an omit_default field cannot be independent")
 
 
 MEMBER = FieldRole(member=True)
 INDEPENDENT = FieldRole(independent=True)
 MEMBER_INDEPENDENT = FieldRole(member=True, independent=True)
 UNHASHED = FieldRole(independent=True, hashed=False)
+# Fields added after sweeps were run: out of the trial id while at their defaults.
+ADDED = FieldRole(omit_default=True)
+MEMBER_ADDED = FieldRole(member=True, omit_default=True)
 
 
 def _role(model: type[BaseModel], name: str) -> FieldRole:
@@ -73,16 +86,25 @@ def fields_with(model: type[BaseModel], **wanted: bool) -> frozenset[str]:
     )
 
 
-def _unhashed(model: type[BaseModel]) -> dict[str, Any]:
-    """pydantic's `exclude` for the fields (nested too) that are not part of the id."""
+def _id_exclude(model: BaseModel) -> dict[str, Any]:
+    """pydantic's `exclude` for what `model`'s trial id leaves out: unhashed fields, and
+    `omit_default` fields and registry options at their defaults (nested configs too)."""
+    cls = type(model)
     out: dict[str, Any] = {}
-    for name, info in model.model_fields.items():
-        if not _role(model, name).hashed:
+    for name, info in cls.model_fields.items():
+        role, value = _role(cls, name), getattr(model, name)
+        if not role.hashed or (
+            role.omit_default and value == info.get_default(call_default_factory=True)
+        ):
             out[name] = True
-        elif isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
-            nested = _unhashed(info.annotation)
-            if nested:
-                out[name] = set(nested)
+        elif isinstance(value, BaseModel) and (nested := _id_exclude(value)):
+            out[name] = nested
+    if isinstance(model, _Entry):
+        options = model.registry_entry().options
+        for key, value in (model.model_extra or {}).items():
+            option = options.get(key)
+            if option is not None and option.omit_default and value == option.default:
+                out[key] = True
     return out
 
 
@@ -136,11 +158,21 @@ def _resolve_entry(
     return {"name": name, **{k: data[k] for k in common if k in data}, **resolved}
 
 
-class ModelConfig(_Strict):
-    """Architecture: `name` and its options, every one resolved (registry defaults)."""
+class _Entry(_Strict):
+    """A section that names a registry entry: its options are the entry's (`extra`)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
+    registry: ClassVar[Registry]
 
+    def registry_entry(self) -> Entry:
+        """The registry entry this section names."""
+        return self.registry.get(self.name)  # type: ignore[attr-defined]
+
+
+class ModelConfig(_Entry):
+    """Architecture: `name` and its options, every one resolved (registry defaults)."""
+
+    registry: ClassVar[Registry] = MODEL_REGISTRY
     name: str = "fcn"
 
     @model_validator(mode="before")
@@ -149,19 +181,26 @@ class ModelConfig(_Strict):
         return _resolve_entry(MODEL_REGISTRY, data, cls.model_fields["name"].default)
 
 
-_DATASET_COMMON = ("train_size", "test_size", "data_dir", "standardize")
+_DATASET_COMMON = ("train_size", "test_size", "data_dir", "standardize", "standardize_over")
 
 
-class DatasetConfig(_Strict):
-    """Data: `name`, subset sizes, where archives live, and the dataset's own options."""
+class DatasetConfig(_Entry):
+    """Data: `name`, subset sizes, where archives live, and the dataset's own options.
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    `standardize` shifts and scales the inputs; `standardize_over` says by what:
+    `dataset` (default) by the training set's mean and std of each channel (image) or
+    feature (vector), `example` each example by the mean and population std of all its
+    own values, pixels and channels together (the official pipeline of Kalra &
+    Barkeshli; `trials.data.standardize_examples`).
+    """
 
+    registry: ClassVar[Registry] = DATASET_REGISTRY
     name: str = "digits"
     train_size: int | None = Field(default=None, gt=0)
     test_size: int | None = Field(default=None, gt=0)
     data_dir: Annotated[str | None, UNHASHED] = None  # where archives live: not in the id
     standardize: bool = True
+    standardize_over: Annotated[Literal["dataset", "example"], ADDED] = "dataset"
 
     @model_validator(mode="before")
     @classmethod
@@ -169,6 +208,24 @@ class DatasetConfig(_Strict):
         return _resolve_entry(
             DATASET_REGISTRY, data, cls.model_fields["name"].default, _DATASET_COMMON
         )
+
+    @model_validator(mode="after")
+    def _standardization(self) -> DatasetConfig:
+        if self.standardize_over == "example":
+            if not self.standardize:
+                raise ValueError("dataset.standardize_over: needs dataset.standardize true")
+            if "text" in self.kinds():
+                raise ValueError(
+                    f"dataset.standardize_over: dataset {self.name!r} is text; "
+                    "only numeric inputs are standardized"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _sizes_fit(self) -> DatasetConfig:
+        # Refused here, at spec read, rather than by every trial once Ray has started.
+        DATASET_REGISTRY.get(self.name).check_sizes(self.train_size, self.test_size)
+        return self
 
     def loader_options(self) -> dict[str, Any]:
         """Dataset-specific keyword options for `trials.data.load_dataset`."""
@@ -180,7 +237,11 @@ class DatasetConfig(_Strict):
 
 
 class OptimizerConfig(_Strict):
-    """Optimizer `name` and its hyperparameters (learning rate comes from the schedule)."""
+    """Optimizer `name` and its hyperparameters (learning rate comes from the schedule).
+
+    Every optimizer's own hyperparameters and defaults are its class's in
+    `warmup_core.optim` (`v0_seed`: random-v0-adam's seed of its random v_0).
+    """
 
     name: str = "sgd"
     momentum: float | None = Field(default=None, ge=0, lt=1)
@@ -189,6 +250,7 @@ class OptimizerConfig(_Strict):
     beta2: float | None = Field(default=None, ge=0, lt=1)
     eps: float | None = Field(default=None, ge=0)
     weight_decay: float | None = Field(default=None, ge=0)
+    v0_seed: Annotated[int | None, ADDED] = Field(default=None, ge=0)
 
     @model_validator(mode="before")
     @classmethod
@@ -241,6 +303,33 @@ class TrialConfig(BaseModel):
     so `warmup_steps` is the longest warmup allowed and `eta_init` the lowest first rate.
     The three fields apply to `adaptive` only (set with another shape: refused; left
     unset: null for other shapes, their defaults for `adaptive`).
+
+    The decay after warmup (`decay`, `warmup_core.schedules`) ends at `eta_min`: an
+    absolute rate, or with `eta_min_relative_to: eta_trgt` a fraction of eta_trgt (the
+    official code's `lr_min = lr_trgt / 10` is `eta_min: 0.1`), which a grid over eta_trgt
+    keeps. eta_min may not exceed eta_trgt; with eta_trgt relative to lambda0 an absolute
+    eta_min cannot be checked, so only the relative form is accepted there. `decay_power`
+    is the cosine decay's exponent p (the official `cosine_decay ** p`; 0 keeps eta_trgt).
+
+    Augmentation (`trials.augment`, the official pipeline of Kalra & Barkeshli), fresh
+    for every training batch, in this order: a left-right flip with probability 1/2
+    (`augment_flip`); a crop back to the image size from a copy zero-padded by
+    `augment_crop_padding` pixels, at offsets 0 .. 2 * padding - 1 on each axis (the
+    official 4 pixels: offsets 0..7); mixup (`augment_mixup`) of each example i with
+    example B-1-i of the batch, weight lambda ~ U(0, 1) per example, labels mixed alike.
+    The draws are a pure function of `data_seed` and the update number, so a trial sees
+    the same batches packed or alone, resumed or not. With mixup the loss takes the
+    soft labels (cross-entropy against them, MSE against the mixed one-hot), and the
+    training accuracy is the official code's: argmax of the logits against argmax of
+    the mixed label. Evaluations (`eval_every`, final train and test) use clean data.
+    Sharpness when training augments: `sharpness_batch: current` measures on the
+    update's augmented batch, and lambda0 is the mean over the first `lambda0_batches`
+    augmented batches, as the official code's lambda0 is over 10 augmented training
+    batches (it draws those before training; here they are the batches of updates
+    1, 2, ...); `fixed` measures on its clean fixed batch.
+
+    `mup_conv_fan_in: feature_map` counts a muP convolution's fan-in from its input
+    feature map, as the official `muConv` (`warmup_core.parameterization`); muP only.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -255,6 +344,7 @@ class TrialConfig(BaseModel):
     last_init_scale: Annotated[float, INDEPENDENT] = Field(default=1.0, gt=0)
     simple_mup: Annotated[bool, INDEPENDENT] = False
     mup_constants: Annotated[Literal["paper", "unit"], INDEPENDENT] = "paper"
+    mup_conv_fan_in: Annotated[Literal["kernel", "feature_map"], ADDED] = "kernel"
     optimizer: Annotated[OptimizerConfig, MEMBER] = OptimizerConfig()
 
     eta_trgt: Annotated[float, MEMBER] = Field(default=1.0, gt=0)
@@ -267,12 +357,17 @@ class TrialConfig(BaseModel):
     adaptive_growth: Annotated[float | None, MEMBER] = Field(default=None, gt=0)
     adaptive_every: Annotated[int | None, MEMBER] = Field(default=None, gt=0)
     decay: Annotated[str, MEMBER] = "constant"
-    eta_min: Annotated[float, MEMBER_INDEPENDENT] = Field(default=0.0, ge=0)
+    eta_min: Annotated[float, MEMBER] = Field(default=0.0, ge=0)
+    eta_min_relative_to: Annotated[Literal["absolute", "eta_trgt"], MEMBER_ADDED] = "absolute"
+    decay_power: Annotated[float, MEMBER_ADDED] = Field(default=1.0, ge=0)
 
     num_steps: Annotated[int, INDEPENDENT] = Field(default=100, gt=0)
     batch_size: Annotated[int | None, INDEPENDENT] = Field(default=None, gt=0)
     init_seed: Annotated[int, MEMBER_INDEPENDENT] = Field(default=0, ge=0)
     data_seed: Annotated[int, INDEPENDENT] = Field(default=0, ge=0)
+    augment_flip: Annotated[bool, ADDED] = False
+    augment_crop_padding: Annotated[int, ADDED] = Field(default=0, ge=0)
+    augment_mixup: Annotated[bool, ADDED] = False
 
     sharpness_every: Annotated[int, INDEPENDENT] = Field(default=0, ge=0)
     sharpness_batch: Literal["fixed", "current"] = "fixed"
@@ -355,7 +450,33 @@ class TrialConfig(BaseModel):
         absolute_init = self.eta_init != "catapult" and self.eta_trgt_relative_to == "absolute"
         if absolute_init and self.eta_init > self.eta_trgt:
             raise ValueError(f"eta_init: {self.eta_init} exceeds eta_trgt {self.eta_trgt}")
+        self._check_decay()
+        if "text" in kinds and self.augments:
+            raise ValueError(f"augment_*: dataset {self.dataset.name!r} is text")
         return self
+
+    def _check_decay(self) -> None:
+        """eta_min at most eta_trgt, and the decay exponent for the cosine decay only."""
+        if self.decay_power != 1.0 and self.decay != "cosine":
+            raise ValueError(f"decay_power: applies to decay 'cosine' only, not {self.decay!r}")
+        if self.eta_min_relative_to == "eta_trgt":
+            if self.eta_min > 1:
+                raise ValueError(
+                    f"eta_min: a fraction of eta_trgt (eta_min_relative_to: eta_trgt) must "
+                    f"be at most 1, got {self.eta_min}"
+                )
+        elif self.eta_trgt_relative_to == "lambda0" and self.eta_min > 0:
+            raise ValueError(
+                "eta_min: with eta_trgt relative to lambda0, an absolute eta_min cannot be "
+                "checked against it; set eta_min_relative_to: eta_trgt (a fraction of eta_trgt)"
+            )
+        elif self.eta_min > self.eta_trgt:
+            raise ValueError(f"eta_min: {self.eta_min} exceeds eta_trgt {self.eta_trgt}")
+
+    @property
+    def augments(self) -> bool:
+        """Whether training batches are augmented (`trials.augment`)."""
+        return self.augment_flip or self.augment_crop_padding > 0 or self.augment_mixup
 
     @property
     def resolved_warmup_shape(self) -> str:
@@ -383,7 +504,7 @@ class TrialConfig(BaseModel):
 
     def id_fields(self) -> dict[str, Any]:
         """The resolved config as JSON data, without the fields that are not hashed."""
-        return self.model_dump(mode="json", exclude=_UNHASHED)
+        return self.model_dump(mode="json", exclude=_id_exclude(self))
 
     def flat(self) -> dict[str, Any]:
         """Flat columns for the trials table: `model`, `model_width`, `optimizer_beta1`, ...
@@ -423,7 +544,3 @@ def apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str
             node = child
         node[leaf] = value
     return out
-
-
-# Read once: the id of every trial excludes these (see `FieldRole.hashed`).
-_UNHASHED = _unhashed(TrialConfig)

@@ -1,4 +1,5 @@
-"""Datasets for trials: CIFAR-10/100 from local archives, digits, Gaussian clusters, text.
+"""Datasets for trials: CIFAR-10/100 from local archives, digits, MNIST-1D, Gaussian
+clusters, text.
 
 Nothing here downloads. CIFAR is read from a local data directory (argument, else the
 WARMUP_SWEEPS_DATA environment variable) holding the standard archives or their
@@ -16,15 +17,18 @@ from __future__ import annotations
 
 import codecs
 import contextlib
+import functools
 import importlib
 import inspect
 import io
 import os
 import pickle
+import random
 import tarfile
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -97,31 +101,40 @@ def load_dataset(
     test_size: int | None = None,
     data_dir: str | None = None,
     standardize: bool = True,
+    standardize_over: str = "dataset",
     seed: int = 0,
     **options: Any,
 ) -> Dataset:
     """Load dataset `name`; sizes pick a seeded random subset (None: all of the split).
 
-    `options` are dataset specific: digits `as_image`; gaussian `dim`, `num_classes`,
-    `separation`, `noise`; text `path`, `context`. Only CIFAR reads `data_dir` (else the
+    `standardize_over` (with `standardize`): `dataset` standardizes each channel or
+    feature by the training set's statistics (each builder's own); `example` each
+    example by its own (`standardize_examples`, for any builder). `options` are
+    dataset specific: digits `as_image`; gaussian `dim`, `num_classes`, `separation`,
+    `noise`; text `path`, `context`. Only CIFAR reads `data_dir` (else the
     WARMUP_SWEEPS_DATA variable); the other datasets ignore it, so callers can pass it always.
     """
     entry = DATASET_REGISTRY.get(name)
     for field, size in (("train_size", train_size), ("test_size", test_size)):
         if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
             raise ValueError(f"dataset.{field}: must be a positive integer or None, got {size!r}")
+    if standardize_over not in STANDARDIZE_OVER:
+        raise ValueError(
+            f"dataset.standardize_over: unknown value {standardize_over!r}; "
+            f"allowed: {', '.join(STANDARDIZE_OVER)}"
+        )
+    per_example = standardize and standardize_over == "example"
     resolved = DATASET_REGISTRY.resolve(name, options)
     out = entry.builder(
         train_size=train_size,
         test_size=test_size,
         data_dir=data_dir,
-        standardize=standardize,
+        standardize=standardize and not per_example,
         seed=seed,
         **resolved,
     )
-    if isinstance(out, Dataset):
-        return out
-    return _from_tensors(entry, out)
+    dataset = out if isinstance(out, Dataset) else _from_tensors(entry, out)
+    return standardize_examples(dataset) if per_example else dataset
 
 
 def _from_tensors(entry: DatasetEntry, out: Any) -> Dataset:
@@ -206,6 +219,36 @@ def _classification(
         num_classes=num_classes,
         kind=kind,
         source=source,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Per-example standardization (the official pipeline's)
+# ---------------------------------------------------------------------------
+
+STANDARDIZE_OVER = ("dataset", "example")
+
+
+def _standardize_each(x: torch.Tensor) -> torch.Tensor:
+    """Each example of `x` (N, ...) minus its mean, over its population std (float64 sums)."""
+    flat = x.double().flatten(1)
+    mean = flat.mean(1, keepdim=True)
+    std = flat.std(1, correction=0, keepdim=True)
+    std = torch.where(std < 1e-8, torch.ones_like(std), std)  # a constant example: centred
+    return ((flat - mean) / std).to(x.dtype).view_as(x)
+
+
+def standardize_examples(dataset: Dataset) -> Dataset:
+    """`dataset` with every example, train and test, shifted and scaled by the mean and
+    population standard deviation of all its own values (pixels and channels together;
+    features for vectors): the official pipeline's `_standardize` of Kalra & Barkeshli,
+    which uses no statistics of the training set."""
+    if dataset.kind == "text":
+        raise DataError(f"dataset.standardize_over: {dataset.name!r} is text, not numbers")
+    return replace(
+        dataset,
+        x_train=_standardize_each(dataset.x_train),
+        x_test=_standardize_each(dataset.x_test),
     )
 
 
@@ -465,7 +508,8 @@ def _load_cifar100(**kwargs: Any) -> Dataset:
 # Digits (ships with scikit-learn)
 # ---------------------------------------------------------------------------
 
-DIGITS_TEST_SIZE = 297  # of 1797 images, leaving 1500 for training
+DIGITS_EXAMPLES = 1797  # images in scikit-learn's digits
+DIGITS_TEST_SIZE = 297  # of them, leaving 1500 for training
 
 
 def _load_digits(
@@ -509,6 +553,61 @@ def _load_digits(
         source="sklearn.datasets.load_digits",
     )
     return replace(dataset, image_shape=(1, 8, 8))
+
+
+# ---------------------------------------------------------------------------
+# MNIST-1D (generated offline by the `mnist1d` package)
+# ---------------------------------------------------------------------------
+
+MNIST1D_LENGTH = 40  # features per example (the package's final_seq_length)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist1d_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(x_train, y_train, x_test, y_test) of MNIST-1D with the package's default arguments
+    (4000 / 1000 examples), generated from its templates; read-only, cached per process.
+
+    `make_dataset` is used, never `get_dataset` (which downloads, and writes a pickle
+    when that fails). Generation seeds NumPy's and `random`'s global generators; their
+    states are put back, so loading the data changes no caller's random stream.
+    """
+    from mnist1d.data import get_dataset_args, make_dataset  # imports matplotlib: on use only
+
+    np_state, py_state = np.random.get_state(), random.getstate()
+    try:
+        data = make_dataset(get_dataset_args())
+    finally:
+        np.random.set_state(np_state)
+        random.setstate(py_state)
+    arrays = (data["x"], data["y"], data["x_test"], data["y_test"])
+    for array in arrays:
+        array.setflags(write=False)
+    return arrays
+
+
+def _load_mnist1d(
+    *,
+    train_size: int | None,
+    test_size: int | None,
+    data_dir: str | None,
+    standardize: bool,
+    seed: int,
+) -> Dataset:
+    """MNIST-1D (Greydanus & Kobak 2024): ten 1-D digit templates of 12 points, padded,
+    sheared, scaled, translated and noised into 40-point signals. The split is the
+    package's own (generation seed 42); `seed` only picks subsets. Vectors only: the
+    convolutional models here are 2-D with 2x2 pools, which a 1 x 40 signal cannot take.
+    """
+    x_tr, y_tr, x_te, y_te = _mnist1d_arrays()
+    train_rng, test_rng = _split_rngs(seed)
+    i_tr = _subset_indices(len(y_tr), train_size, train_rng, "train_size")
+    i_te = _subset_indices(len(y_te), test_size, test_rng, "test_size")
+    x_train, x_test = x_tr[i_tr].astype(np.float32), x_te[i_te].astype(np.float32)
+    if standardize:
+        x_train, x_test = _standardize(x_train, x_test, axes=(0,))
+    version = metadata.version("mnist1d")
+    source = f"mnist1d {version}: make_dataset(get_dataset_args())"
+    return _classification("mnist1d", "vector", 10, x_train, y_tr[i_tr], x_test, y_te[i_te], source)
 
 
 # ---------------------------------------------------------------------------
@@ -665,6 +764,50 @@ def _load_text(
 
 
 @dataclass(frozen=True)
+class DataSizes:
+    """How many examples a dataset holds, so that sizes are checked before it loads.
+
+    Fixed splits (CIFAR): `train` training and `test` test examples. One pool
+    (`pooled`, digits): `train` examples in all, of which the test split takes
+    `test_size` (default `test`) and training draws from the rest.
+    """
+
+    train: int
+    test: int
+    pooled: bool = False
+
+    def check(self, name: str, train_size: int | None, test_size: int | None) -> None:
+        """Raise ValueError naming the field of the first size beyond the data."""
+        if not self.pooled:
+            for field, size, limit, split in (
+                ("train_size", train_size, self.train, "training"),
+                ("test_size", test_size, self.test, "test"),
+            ):
+                if size is not None and size > limit:
+                    raise ValueError(
+                        f"dataset.{field}: {size} is more than the {limit} {split} examples "
+                        f"of {name}"
+                    )
+            return
+        n_test = self.test if test_size is None else test_size
+        if n_test >= self.train:
+            raise ValueError(
+                f"dataset.test_size: {n_test} leaves no training examples out of the "
+                f"{self.train} of {name}"
+            )
+        if train_size is not None and train_size > self.train - n_test:
+            held = (
+                f"test_size {test_size}"
+                if test_size is not None
+                else f"the default test_size {self.test}"
+            )
+            raise ValueError(
+                f"dataset.train_size: {train_size} is more than the {self.train - n_test} training "
+                f"examples of {name} ({self.train} in all, {held} held out)"
+            )
+
+
+@dataclass(frozen=True)
 class DatasetEntry(Entry):
     """A dataset: `builder(*, train_size, test_size, data_dir, standardize, seed, **options)`.
 
@@ -673,11 +816,19 @@ class DatasetEntry(Entry):
     function of its arguments (`seed` is the trial's `data_seed`); sizes of None
     mean the builder's own default. `kind` is what its inputs are ('vector',
     'image' or 'text'); `image_shape(options)` gives (C, H, W) when vector inputs
-    can also be read as images (None when they cannot).
+    can also be read as images (None when they cannot). `examples` (a `DataSizes`)
+    lets a config's `train_size` and `test_size` be checked before anything loads.
     """
 
     kind: str = "vector"
     image_shape: Callable[[dict[str, Any]], tuple[int, ...] | None] | None = None
+    examples: DataSizes | None = None  # None: unbounded or unknown before loading
+
+    def check_sizes(self, train_size: int | None, test_size: int | None) -> None:
+        """Raise ValueError naming the field when `train_size` or `test_size` asks for
+        more examples than the dataset holds (nothing to check without `examples`)."""
+        if self.examples is not None:
+            self.examples.check(self.name, train_size, test_size)
 
     def kinds(self, options: dict[str, Any]) -> frozenset[str]:
         """Input kinds this dataset can serve with these (resolved) options."""
@@ -704,6 +855,7 @@ for _name in ("cifar10", "cifar100"):
             _load_cifar10 if _name == "cifar10" else _load_cifar100,
             description=f"{_name.upper()} from local archives (data_dir)",
             kind="image",
+            examples=DataSizes(50_000, 10_000),
         )
     )
 DATASET_REGISTRY.register(
@@ -711,8 +863,16 @@ DATASET_REGISTRY.register(
         "digits",
         _load_digits,
         {"as_image": Option(bool, False, help="shape inputs (1, 8, 8) for every model")},
-        description="scikit-learn's 8x8 digits (1797 images)",
+        description=f"scikit-learn's 8x8 digits ({DIGITS_EXAMPLES} images)",
         image_shape=lambda options: (1, 8, 8),
+        examples=DataSizes(DIGITS_EXAMPLES, DIGITS_TEST_SIZE, pooled=True),
+    )
+)
+DATASET_REGISTRY.register(
+    DatasetEntry(
+        "mnist1d",
+        _load_mnist1d,
+        description="MNIST-1D: 40-point 1-D digits, 4000 train / 1000 test, generated offline",
     )
 )
 DATASET_REGISTRY.register(

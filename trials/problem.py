@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call
 
+from trials.augment import Augmentation
 from trials.config import TrialConfig
 from trials.data import Dataset, load_dataset
 from warmup_core import stability
@@ -53,10 +54,18 @@ class Problem:
             test_size=ds.test_size,
             data_dir=ds.data_dir,
             standardize=ds.standardize,
+            standardize_over=ds.standardize_over,
             seed=config.data_seed,
             **ds.loader_options(),
         )
-        if data.kind == "vector" and "vector" not in MODEL_REGISTRY.get(config.model.name).inputs:
+        self.augmentation = Augmentation.of(config)
+        if self.augmentation.needs_images and data.kind == "vector" and data.image_shape is None:
+            raise ValueError(
+                f"augment_flip, augment_crop_padding: need image inputs; dataset "
+                f"{data.name!r} has no image shape"
+            )
+        vector_model = "vector" in MODEL_REGISTRY.get(config.model.name).inputs
+        if data.kind == "vector" and (not vector_model or self.augmentation.needs_images):
             data = data.as_images()  # e.g. digits as 1x8x8 for the convolutional models
         self.data = data
         self.is_text = data.kind == "text"
@@ -79,6 +88,7 @@ class Problem:
                 last_init_scale=c.last_init_scale,
                 simple_mup=c.simple_mup,
                 mup_constants=c.mup_constants,
+                conv_fan_in=c.mup_conv_fan_in,
             ),
             seed=init_seed,
             **c.model.options(),
@@ -87,15 +97,25 @@ class Problem:
     def loss_and_accuracy(
         self, logits: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Mean loss (MSE on one-hot targets is 1/2 the squared error) and accuracy."""
+        """Mean loss (MSE on one-hot targets is 1/2 the squared error) and accuracy.
+
+        `y` holds class labels (B,), or soft labels (B, classes) from mixup: then the
+        loss is the cross-entropy against them, or MSE against them as targets, and the
+        accuracy compares the argmax of the logits with the argmax of the soft label
+        (the official code's training accuracy under mixup).
+        """
         if logits.ndim == 3:  # language model: (B, T, V) against (B, T)
             logits, y = logits.reshape(-1, logits.shape[-1]), y.reshape(-1)
+        soft = y.is_floating_point()
         if self.config.loss == "xent":
-            loss = F.cross_entropy(logits, y)
+            loss = (
+                -(y * logits.log_softmax(-1)).sum(-1).mean() if soft else F.cross_entropy(logits, y)
+            )
         else:
-            target = F.one_hot(y, self.num_classes).to(logits.dtype)
+            target = y.to(logits.dtype) if soft else F.one_hot(y, self.num_classes).to(logits.dtype)
             loss = 0.5 * (logits - target).pow(2).sum(-1).mean()
-        accuracy = (logits.argmax(-1) == y).to(logits.dtype).mean()
+        labels = y.argmax(-1) if soft else y
+        accuracy = (logits.argmax(-1) == labels).to(logits.dtype).mean()
         return loss, accuracy
 
     def loss_fn(self, model: WarmupModel, x: torch.Tensor, y: torch.Tensor):
@@ -142,6 +162,20 @@ class Problem:
         perm = torch.randperm(n, generator=gen)
         return perm[i * b : (i + 1) * b].to(self.device)
 
+    def training_batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and labels update `step` trains on: the examples of `batch(step)`,
+        augmented when the config asks (`trials.augment`; labels are then soft with
+        mixup); a pure function of step and data_seed."""
+        idx = self.batch(step)
+        x, y = self.x_train[idx], self.y_train[idx]
+        if not self.augmentation.active:
+            return x, y
+        return self.augmentation(x, y, self.num_classes, self.config.data_seed, step)
+
+    def same_batch_every_update(self) -> bool:
+        """Whether every update trains on the very same batch (full batch, no augmentation)."""
+        return self.batch_size() == len(self.x_train) and not self.augmentation.active
+
     def measurement_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The fixed batch of `sharpness_batch: fixed`: `sharpness_batch_size` examples
         (default: the training batch size) drawn once from data_seed; the whole training
@@ -159,18 +193,19 @@ class Problem:
         if self.config.sharpness_batch == "current":
             return True
         n = len(self.x_train)
-        return self.batch_size() == n and (self.config.sharpness_batch_size or n) >= n
+        return self.same_batch_every_update() and (self.config.sharpness_batch_size or n) >= n
 
     def measurement_batches(self, t: int | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Batches whose mean loss defines the sharpness at update t (None: at init).
 
-        `fixed`: the one measurement batch. `current`: update t's training batch; at
-        init the first `lambda0_batches` batches (lambda0 is their mean sharpness).
+        `fixed`: the one measurement batch (clean, also when training augments).
+        `current`: update t's training batch, augmented as trained on; at init the first
+        `lambda0_batches` batches (lambda0 is their mean sharpness).
         """
         if self.config.sharpness_batch == "fixed":
             return [self.measurement_batch()]
         steps = range(1, self.config.lambda0_batches + 1) if t is None else [t]
-        return [(self.x_train[self.batch(s)], self.y_train[self.batch(s)]) for s in steps]
+        return [self.training_batch(s) for s in steps]
 
     def stuck_loss(self) -> float:
         """Language-model 'did not learn' level: the unigram entropy of the training targets."""

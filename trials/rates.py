@@ -49,6 +49,8 @@ def schedule_of(config: TrialConfig, eta_trgt: float, eta_init: float) -> Schedu
         decay=config.decay,
         num_steps=config.num_steps,
         eta_min=config.eta_min,
+        eta_min_relative=config.eta_min_relative_to == "eta_trgt",
+        decay_power=config.decay_power,
     )
 
 

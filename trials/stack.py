@@ -190,12 +190,11 @@ class StackedPack:
         """The training batch of each row at its update `ts[r]`: `(x, y, per_member)`, one
         shared batch when every row trains on the same examples."""
         problem = self.problem
-        if len(set(ts)) == 1 or problem.batch_size() == len(problem.x_train):
-            idx = problem.batch(ts[0])
-            return problem.x_train[idx], problem.y_train[idx], False
-        batches = {t: problem.batch(t) for t in set(ts)}
-        idx = torch.stack([batches[t] for t in ts])
-        return problem.x_train[idx], problem.y_train[idx], True
+        if len(set(ts)) == 1 or problem.same_batch_every_update():
+            return (*problem.training_batch(ts[0]), False)
+        batches = {t: problem.training_batch(t) for t in set(ts)}
+        x, y = (torch.stack([batches[t][j] for t in ts]) for j in (0, 1))
+        return x, y, True
 
     def losses(self, params: Params, x: torch.Tensor, y: torch.Tensor, per_member: bool = False):
         """Per-row loss and accuracy, each of shape (rows,)."""
@@ -292,7 +291,7 @@ class StackedPack:
             sliced = {k: v[s] for k, v in grads.items()}
             if isinstance(g.optimizer, Adam):
                 peek = g.optimizer.peek_preconditioner(
-                    {k: v[s] for k, v in self.params.items()}, sliced
+                    {k: v[s] for k, v in self.params.items()}, sliced, stacked=True
                 )
             else:
                 peek = {k: torch.ones_like(v) for k, v in sliced.items()}

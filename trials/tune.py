@@ -43,6 +43,7 @@ import torch
 from ray import tune
 from ray.tune import Checkpoint
 
+from results import STATUSES
 from trials.config import TrialConfig, apply_overrides
 from trials.loop import run_pack
 from trials.records import TrialResult, TrialStopped
@@ -52,9 +53,12 @@ __all__ = [
     "CHECKPOINT_FILE",
     "FINAL_METRICS",
     "ID_KEY",
+    "LAST_STEP_KEY",
     "PACK_REPORT_S",
+    "TEXT_METRICS",
     "WRITE_WAIT_S",
     "WaitForFiles",
+    "member_endings",
     "members_of",
     "overrides_of",
     "trainable",
@@ -62,6 +66,7 @@ __all__ = [
 
 CHECKED_RAY_VERSION = "2.60.0"
 ID_KEY = "sweep_trial_id"  # our trial id in a Tune result
+LAST_STEP_KEY = "last_step"  # in a member's final metrics: the last step it recorded
 WRITE_WAIT_S = 120.0  # longest a stopping actor waits for its trials' files
 CHECKPOINT_FILE = "trial_state.pt"
 # Shortest time between two progress reports of a pack: each report blocks the worker
@@ -81,7 +86,11 @@ FINAL_METRICS = (
     "final_train_accuracy",
     "final_test_loss",
     "final_test_accuracy",
+    "wall_time_s",
+    "error",
 )
+# Final metrics that are text, not numbers (a report before the end leaves them out).
+TEXT_METRICS = ("status", ID_KEY, "error")
 
 # Set while no trial of this worker process is between start and written files.
 _FILES_WRITTEN = threading.Event()
@@ -170,7 +179,7 @@ def trainable(
             slots=slots,
             checkpoint=_save_checkpoint,
             resume=_restored_state(),
-            on_end=lambda r: ended.__setitem__(r.trial_id, _final_metrics(r.summary)),
+            on_end=lambda r: ended.__setitem__(r.trial_id, _final_metrics(r)),
         )
     finally:
         _FILES_WRITTEN.set()
@@ -194,7 +203,7 @@ def _report(metrics: dict[str, Any], checkpoint: Checkpoint | None = None) -> No
 def _final_report(num_steps: int, outcomes: list[TrialResult]) -> dict[str, Any]:
     """Every member's final metrics under `members`; a pack of one's also at the top,
     with ASHA's metric, the progress reports' train_loss."""
-    members = {r.trial_id: _final_metrics(r.summary) for r in outcomes}
+    members = {r.trial_id: _final_metrics(r) for r in outcomes}
     report: dict[str, Any] = {"step": num_steps, "members": members}
     if len(outcomes) == 1:
         (final,) = members.values()
@@ -224,11 +233,28 @@ def _restored_state() -> dict[str, Any] | None:
 
 def _pending_metrics() -> dict[str, float]:
     """The numeric final metrics as NaN: what a report before the end carries."""
-    return {k: math.nan for k in FINAL_METRICS if k not in ("status", ID_KEY)}
+    return {k: math.nan for k in FINAL_METRICS if k not in TEXT_METRICS}
 
 
-def _final_metrics(summary: dict[str, Any]) -> dict[str, Any]:
+def _final_metrics(result: TrialResult) -> dict[str, Any]:
+    summary = result.summary
     final = {key: summary.get(key) for key in FINAL_METRICS if key != ID_KEY}
     final[ID_KEY] = summary["trial_id"]
+    final[LAST_STEP_KEY] = (result.steps.get("step") or [None])[-1]
     # Searchers need a number: a diverged or failed trial has no final metric.
     return {k: (math.nan if v is None and k.startswith("final") else v) for k, v in final.items()}
+
+
+def member_endings(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`{trial_id: final metrics}` of the pack members a Tune result reports as ended:
+    those that ended since the last progress report (`ended_members`), or in the final
+    report every member (`members`). Tune may repeat a trial's last result, so a
+    caller counts each trial id once."""
+    members = result.get("members", result.get("ended_members"))
+    if not isinstance(members, dict):
+        return {}
+    return {
+        trial_id: metrics
+        for trial_id, metrics in members.items()
+        if isinstance(metrics, dict) and metrics.get("status") in STATUSES
+    }

@@ -8,7 +8,8 @@ itself loads none of them:
 * ``parameterization``: SP, NTP and muP layer rules.
 * ``registry``: name -> builder registries with option schemas (``Registry``).
 * ``models``: the built-in models and ``MODEL_REGISTRY``, ``build_model``.
-* ``optim``: SGD, Adam, AdamW, GI-Adam with their stability thresholds.
+* ``optim``: SGD, Adam, AdamW, GI-Adam, random-v0 Adam, RAdam with their stability
+  thresholds.
 * ``adaptive``: the sharpness-adaptive warmup controller.
 * ``hvp``: Hessian-vector products (``HVPOperator``, ``BlockHVPOperator``).
 * ``lanczos``: top-k eigensolvers on matrix-vector products.

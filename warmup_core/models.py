@@ -1,5 +1,9 @@
 """Models of the paper: FCN, Myrtle CNN, WideResNet (LayerNorm), pre-LN Transformer.
 
+Myrtle and WideResNet come in two variants (registry option `variant`): "ours", the
+default, and "official", the architecture of Kalra & Barkeshli's own JAX code (see
+the classes). "ours" stays the default so existing sweeps keep their ids and results.
+
 Every weight layer takes its init, forward multiplier and learning-rate
 multiplier from a `Parameterization` rule, so the same model code serves SP,
 NTP and muP. All models are plain `nn.Module`s without buffers or in-place
@@ -17,6 +21,8 @@ plugins add entries through the `warmup_sweeps.models` entry-point group.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
-from warmup_core.parameterization import PARAMETERIZATIONS, Parameterization
+from warmup_core.parameterization import PARAMETERIZATIONS, LayerRule, Parameterization
 from warmup_core.registry import Entry, Option, Registry
 
 __all__ = [
@@ -36,6 +42,9 @@ __all__ = [
     "INPUT_KINDS",
     "MODELS",
     "MODEL_REGISTRY",
+    "MODEL_VARIANTS",
+    "PADDINGS",
+    "ChannelLayerNorm",
     "ModelEntry",
     "Myrtle",
     "ParamConv2d",
@@ -45,7 +54,9 @@ __all__ = [
     "WideResNet",
     "build_model",
     "causal_attention",
+    "conv_output_size",
     "vmap_forward",
+    "xla_same_padding",
 ]
 
 ACTIVATIONS = {"relu": F.relu, "tanh": torch.tanh, "gelu": F.gelu, "linear": lambda x: x}
@@ -62,12 +73,21 @@ def _trunc_normal_(tensor: torch.Tensor, std: float, generator: torch.Generator 
 
 
 class _ParamLayer(nn.Module):
-    """A weight layer whose init and multiplier come from a parameterization rule."""
+    """A weight layer whose init and multiplier come from a parameterization rule.
 
-    def __init__(self, param: Parameterization, role: str, fan_in: int, fan_out: int) -> None:
+    `scale_bias`: the multiplier scales the layer's output, bias included (the official
+    code's muP layers multiply after adding the bias); otherwise the weights alone.
+    """
+
+    def __init__(self, role: str, rule: LayerRule, scale_bias: bool = False) -> None:
         super().__init__()
-        self.role = role
-        self.rule = param.layer_rule(role, fan_in, fan_out)
+        self.role, self.rule, self.scale_bias = role, rule, scale_bias
+
+    def _effective(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The weight and bias the forward pass applies."""
+        m = self.rule.multiplier
+        bias = self.bias * m if self.scale_bias and self.bias is not None else self.bias
+        return self.weight * m, bias
 
     def reset_parameters(self, generator: torch.Generator | None) -> None:
         _trunc_normal_(self.weight, self.rule.init_std, generator)
@@ -76,21 +96,46 @@ class _ParamLayer(nn.Module):
 
 
 class ParamLinear(_ParamLayer):
-    """Linear layer `y = multiplier * x W^T + b` under a parameterization."""
+    """Linear layer `y = multiplier * x W^T + b` under a parameterization (with
+    `scale_bias`, `multiplier * (x W^T + b)`)."""
 
     def __init__(
-        self, d_in: int, d_out: int, param: Parameterization, role: str, bias: bool = True
+        self,
+        d_in: int,
+        d_out: int,
+        param: Parameterization,
+        role: str,
+        bias: bool = True,
+        *,
+        scale_bias: bool = False,
     ) -> None:
-        super().__init__(param, role, d_in, d_out)
+        super().__init__(role, param.layer_rule(role, d_in, d_out), scale_bias)
         self.weight = nn.Parameter(torch.empty(d_out, d_in))
         self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.rule.multiplier, self.bias)
+        return F.linear(x, *self._effective())
+
+
+PADDINGS = ("torch", "xla")
+
+
+def xla_same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """(before, after) padding of one spatial axis under XLA's 'SAME' rule (the official
+    JAX code's): the output has ceil(size / stride) positions and the odd pixel of an
+    uneven total goes after, e.g. (0, 1) for a 3x3 stride-2 conv on 32 pixels."""
+    total = max((-(-size // stride) - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
 
 
 class ParamConv2d(_ParamLayer):
-    """3x3 (or kxk) 'same' convolution under a parameterization."""
+    """k x k 'same' convolution under a parameterization (`Parameterization.conv_rule`).
+
+    `padding`: 'torch' pads k // 2 on every side; 'xla' follows XLA's 'SAME' rule, which
+    pads strided convolutions asymmetrically (`xla_same_padding`). Both agree at stride 1.
+    `in_hw` is the input map's size, which muP's `feature_map` fan-in needs; `init_scale`
+    replaces the role's sigma_w^2 (a linear shortcut's 1); `scale_bias` as `ParamLinear`.
+    """
 
     def __init__(
         self,
@@ -101,14 +146,46 @@ class ParamConv2d(_ParamLayer):
         kernel: int = 3,
         stride: int = 1,
         bias: bool = True,
+        *,
+        in_hw: tuple[int, int] | None = None,
+        init_scale: float | None = None,
+        padding: str = "torch",
+        scale_bias: bool = False,
     ) -> None:
-        super().__init__(param, role, c_in * kernel * kernel, c_out)
-        self.stride, self.padding = stride, kernel // 2
+        if padding not in PADDINGS:
+            raise ValueError(f"padding: unknown value {padding!r}; allowed: {', '.join(PADDINGS)}")
+        rule = param.conv_rule(role, c_in, c_out, kernel, in_hw, init_scale)
+        super().__init__(role, rule, scale_bias)
+        self.stride, self.kernel, self.xla = stride, kernel, padding == "xla"
+        self.padding = kernel // 2
         self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(c_out)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.rule.multiplier, self.bias, self.stride, self.padding)
+        (weight, bias), padding = self._effective(), self.padding
+        if self.xla:
+            (top, bottom), (left, right) = (
+                xla_same_padding(n, self.kernel, self.stride) for n in x.shape[-2:]
+            )
+            x, padding = F.pad(x, (left, right, top, bottom)), 0
+        return F.conv2d(x, weight, bias, self.stride, padding)
+
+
+def conv_output_size(hw: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Spatial size after a 'same' convolution with `stride` (either padding)."""
+    return (-(-hw[0] // stride), -(-hw[1] // stride))
+
+
+class ChannelLayerNorm(nn.LayerNorm):
+    """LayerNorm over the channels of each pixel of an (N, C, H, W) map, eps 1e-6: flax's
+    `nn.LayerNorm()` on the NHWC maps of the official code (not GroupNorm(1, C), which
+    normalizes over channels and pixels together)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels, eps=1e-6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
 class WarmupModel(nn.Module):
@@ -209,30 +286,47 @@ class FCN(WarmupModel):
         return h
 
 
+MODEL_VARIANTS = ("ours", "official")
+
+
 class Myrtle(WarmupModel):
-    """Myrtle CNN (Shankar et al. 2020) with 5, 7 or 10 layers and `width` channels."""
+    """Myrtle CNN (Shankar et al. 2020) with 5, 7 or 10 layers and `width` channels.
+
+    `variant` "ours": 2x2 average pools after the first two of its three stages, every
+    layer under the parameterization. "official", the Myrtle of Kalra & Barkeshli's code
+    (`Myrtle5/7/10`): a pool after each of the three stages (32 -> 4 pixels), and muP on
+    the readout only (its `Myrtle_mup` builds the convolutions with the standard `Conv`),
+    so its convolutions are standard-parameterized whatever the parameterization, and
+    the readout's multiplier scales its bias too (as `muReadout`). Both have 3x3
+    convolutions with biases at a constant width.
+    """
 
     STAGES: ClassVar[dict[int, tuple[int, int, int]]] = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
 
     def __init__(
         self,
-        in_channels: int,
+        in_shape: tuple[int, int, int],
         out_dim: int,
         param: Parameterization,
         *,
         depth: int,
         width: int,
+        variant: str,
     ) -> None:
         super().__init__()
-        convs, c_in = [], in_channels
+        official = variant == "official"
+        conv_param = dataclasses.replace(param, name="sp") if official else param
+        convs, c_in, hw = [], in_shape[0], (in_shape[1], in_shape[2])
         for stage, count in enumerate(self.STAGES[depth]):
             for _ in range(count):
                 role = "input" if not convs else "hidden"
-                convs.append(ParamConv2d(c_in, width, param, role))
+                convs.append(ParamConv2d(c_in, width, conv_param, role, in_hw=hw))
                 c_in = width
-            convs[-1].pool_after = stage < 2  # 2x2 average pools after stages 1 and 2
+            convs[-1].pool_after = stage < 2 or official  # 2x2 average pools
+            if convs[-1].pool_after:
+                hw = (hw[0] // 2, hw[1] // 2)
         self.convs = nn.ModuleList(convs)
-        self.readout = ParamLinear(width, out_dim, param, "output")
+        self.readout = ParamLinear(width, out_dim, param, "output", scale_bias=official)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv in self.convs:
@@ -245,15 +339,22 @@ class Myrtle(WarmupModel):
 class _WRNBlock(nn.Module):
     """Pre-activation residual block with LayerNorm (GroupNorm of one group) for BatchNorm."""
 
-    def __init__(self, c_in: int, c_out: int, stride: int, param: Parameterization) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, param: Parameterization, in_hw: tuple[int, int]
+    ) -> None:
         super().__init__()
+        out_hw = conv_output_size(in_hw, stride)
         self.norm1 = nn.GroupNorm(1, c_in)
-        self.conv1 = ParamConv2d(c_in, c_out, param, "hidden", stride=stride, bias=False)
+        self.conv1 = ParamConv2d(
+            c_in, c_out, param, "hidden", stride=stride, bias=False, in_hw=in_hw
+        )
         self.norm2 = nn.GroupNorm(1, c_out)
-        self.conv2 = ParamConv2d(c_out, c_out, param, "hidden", bias=False)
+        self.conv2 = ParamConv2d(c_out, c_out, param, "hidden", bias=False, in_hw=out_hw)
         needs_proj = stride != 1 or c_in != c_out
         self.shortcut = (
-            ParamConv2d(c_in, c_out, param, "hidden", kernel=1, stride=stride, bias=False)
+            ParamConv2d(
+                c_in, c_out, param, "hidden", kernel=1, stride=stride, bias=False, in_hw=in_hw
+            )
             if needs_proj
             else None
         )
@@ -266,36 +367,96 @@ class _WRNBlock(nn.Module):
         return out + skip
 
 
+class _OfficialWRNBlock(nn.Module):
+    """The official code's post-activation block: conv -> LN -> relu -> conv -> LN, plus
+    the shortcut (a biased 1x1 conv, variance 1 / fan_in, when the shape changes), relu."""
+
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, param: Parameterization, in_hw: tuple[int, int]
+    ) -> None:
+        super().__init__()
+        out_hw = conv_output_size(in_hw, stride)
+        conv = functools.partial(
+            ParamConv2d, param=param, role="hidden", padding="xla", scale_bias=True
+        )
+        self.conv1 = conv(c_in, c_out, stride=stride, in_hw=in_hw)
+        self.norm1 = ChannelLayerNorm(c_out)
+        self.conv2 = conv(c_out, c_out, in_hw=out_hw)
+        self.norm2 = ChannelLayerNorm(c_out)
+        needs_proj = stride != 1 or c_in != c_out
+        # The shortcut is linear (no relu after it): sigma_w^2 = 1, as the official varw=1.0.
+        self.shortcut = (
+            conv(c_in, c_out, kernel=1, stride=stride, in_hw=in_hw, init_scale=1.0)
+            if needs_proj
+            else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.norm2(self.conv2(F.relu(self.norm1(self.conv1(x)))))
+        return F.relu(out + (x if self.shortcut is None else self.shortcut(x)))
+
+
 class WideResNet(WarmupModel):
-    """WRN-depth-k (Zagoruyko & Komodakis) with LayerNorm in place of BatchNorm."""
+    """WRN-depth-k (Zagoruyko & Komodakis) with LayerNorm in place of BatchNorm.
+
+    `variant` "ours": pre-activation blocks normalized by GroupNorm(1, C) (over channels
+    and pixels together), convolutions without biases, a bare conv stem and a final
+    norm before pooling (2,748,890 parameters as WRN-16-4 on CIFAR-10). "official": the
+    WideResNet of Kalra & Barkeshli's code (`WideResNet16_sp` / `_mup`): post-activation
+    blocks (`_OfficialWRNBlock`), LayerNorm over the channels of each pixel
+    (`ChannelLayerNorm`), biases on every conv, a conv -> LN -> relu stem, XLA 'SAME'
+    padding, no final norm (2,751,146 parameters as WRN-16-4 on CIFAR-10, the
+    `num_params` of the official tables). Under muP every conv follows the
+    parameterization (the official `muConv`, with `mup_conv_fan_in: feature_map`), and
+    every multiplier scales its layer's bias too, as the official muP layers do.
+    """
 
     def __init__(
         self,
-        in_channels: int,
+        in_shape: tuple[int, int, int],
         out_dim: int,
         param: Parameterization,
         *,
         depth: int,
         widen: int,
         base_channels: int,
+        variant: str,
     ) -> None:
         super().__init__()
+        official = variant == "official"
         blocks_per_stage = (depth - 4) // 6
-        self.stem = ParamConv2d(in_channels, base_channels, param, "input", bias=False)
+        hw = (in_shape[1], in_shape[2])
+        self.stem = ParamConv2d(
+            in_shape[0],
+            base_channels,
+            param,
+            "input",
+            bias=official,
+            in_hw=hw,
+            padding="xla" if official else "torch",
+            scale_bias=official,
+        )
+        self.stem_norm = ChannelLayerNorm(base_channels) if official else None
+        block = _OfficialWRNBlock if official else _WRNBlock
         blocks, c_in = [], base_channels
         for stage in range(3):
             c_out = base_channels * widen * 2**stage
             for i in range(blocks_per_stage):
                 stride = 2 if stage > 0 and i == 0 else 1
-                blocks.append(_WRNBlock(c_in, c_out, stride, param))
+                blocks.append(block(c_in, c_out, stride, param, hw))
+                hw = conv_output_size(hw, stride)
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
-        self.norm = nn.GroupNorm(1, c_in)
-        self.readout = ParamLinear(c_in, out_dim, param, "output")
+        self.norm = None if official else nn.GroupNorm(1, c_in)
+        self.readout = ParamLinear(c_in, out_dim, param, "output", scale_bias=official)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
-        x = F.relu(self.norm(x))
+        x = self.stem(x)
+        if self.stem_norm is not None:
+            x = F.relu(self.stem_norm(x))
+        x = self.blocks(x)
+        if self.norm is not None:
+            x = F.relu(self.norm(x))
         return self.readout(x.mean(dim=(2, 3)))
 
 
@@ -405,6 +566,10 @@ def _positive(default: int, help: str = "") -> Option:
     return Option(int, default, minimum=1, help=help)
 
 
+def _variant(help: str) -> Option:
+    return Option(str, "ours", choices=MODEL_VARIANTS, help=help, omit_default=True)
+
+
 def _check_wrn(options: dict[str, Any]) -> None:
     depth = options["depth"]
     if depth < 10 or (depth - 4) % 6:
@@ -441,17 +606,35 @@ MODEL_REGISTRY.register(
 MODEL_REGISTRY.register(
     ModelEntry(
         "myrtle",
-        _builder(Myrtle, lambda shape, out: (shape[0], out)),
-        {"depth": Option(int, 5, choices=tuple(Myrtle.STAGES)), "width": _positive(64)},
-        description="Myrtle CNN with two 2x2 average pools",
+        _builder(Myrtle, lambda shape, out: (tuple(shape), out)),
+        {
+            "depth": Option(int, 5, choices=tuple(Myrtle.STAGES)),
+            "width": _positive(64),
+            "variant": _variant(
+                "ours (default, so existing sweeps keep their ids and results): two 2x2 "
+                "average pools, every layer under the parameterization; official: the "
+                "official code's Myrtle, three pools and muP on the readout only"
+            ),
+        },
+        description="Myrtle CNN with 2x2 average pools (official variant: three)",
         inputs=frozenset({"image"}),
     )
 )
 MODEL_REGISTRY.register(
     ModelEntry(
         "wrn",
-        _builder(WideResNet, lambda shape, out: (shape[0], out)),
-        {"depth": _positive(16), "widen": _positive(4), "base_channels": _positive(16)},
+        _builder(WideResNet, lambda shape, out: (tuple(shape), out)),
+        {
+            "depth": _positive(16),
+            "widen": _positive(4),
+            "base_channels": _positive(16),
+            "variant": _variant(
+                "ours (default, so existing sweeps keep their ids and results): "
+                "pre-activation blocks, GroupNorm(1, C), no conv biases; official: the "
+                "official code's post-activation WRN, LayerNorm over each pixel's "
+                "channels, conv biases (WRN-16-4: 2,751,146 parameters on CIFAR-10)"
+            ),
+        },
         check=_check_wrn,
         description="WideResNet with LayerNorm, strides 2 in stages 2 and 3",
         inputs=frozenset({"image"}),

@@ -1,6 +1,6 @@
 """Optimizers with explicit, inspectable state over dicts of tensors.
 
-SGD (momentum, Nesterov), Adam, AdamW and GI-Adam. Each optimizer owns its
+SGD (momentum, Nesterov), Adam, AdamW, GI-Adam, random-v0 Adam and RAdam. Each optimizer owns its
 state (`.state`, one dict of tensors per parameter name) and updates the
 parameter tensors in place with `step(params, grads, lr)`; the learning rate
 is passed at every step, so any schedule drives it. `lr` is a number or a
@@ -19,7 +19,18 @@ off that rule.
 
 GI-Adam (Kalra & Barkeshli 2024) initializes the second moment with the
 squared first gradient, `v_0 = g_0^2`, and keeps the usual bias correction,
-which acts as a built-in warmup `eta_t = eta * sqrt(1 - beta2^t)`.
+which acts as a built-in warmup `eta_t = eta * sqrt(1 - beta2^t)`. The paper's
+official code also has a random-v0 Adam, its control: `v_0 = r * r` with
+`r ~ N(0, I)` (seeded) rescaled to `||r|| = ||g_0||` over all parameters, so the
+second moment starts at the size GI-Adam's does but in random directions.
+
+RAdam (Liu et al. 2020) is torch.optim.RAdam's update rule: while the variance of
+the adaptive rate is not tractable (rho_t <= 5, the first 5 updates at beta2 =
+0.999) it is SGD with the bias-corrected EMA momentum, `theta -= lr * m_t / (1 -
+beta1^t)`, so `P = 1 - beta1^t`; afterwards it is Adam with the rectification term
+r_t in the pre-conditioner, `P = (1 - beta1^t)(sqrt(v_t) + eps) / (r_t sqrt(1 -
+beta2^t))`. Both phases are an EMA-momentum step through a pre-conditioner, so
+Adam's threshold on the pre-conditioned sharpness holds in both.
 """
 
 from __future__ import annotations
@@ -40,14 +51,16 @@ __all__ = [
     "SGD",
     "Adam",
     "Optimizer",
+    "RAdam",
+    "RandomV0Adam",
     "build_optimizer",
     "optimizer_defaults",
     "optimizer_family",
     "stability_threshold",
 ]
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "gi-adam")
-ADAM_FAMILY = ("adam", "adamw", "gi-adam")
+OPTIMIZERS = ("sgd", "adam", "adamw", "gi-adam", "random-v0-adam", "radam")
+ADAM_FAMILY = ("adam", "adamw", "gi-adam", "random-v0-adam", "radam")
 
 Params = Mapping[str, torch.Tensor]
 
@@ -61,9 +74,15 @@ def _clone_state(state: Mapping[str, Mapping[str, torch.Tensor]]) -> dict:
     return {name: {k: v.clone() for k, v in tensors.items()} for name, tensors in state.items()}
 
 
+def _is_stacked(lr: float | torch.Tensor) -> bool:
+    """Whether a step's `lr` is one rate per packed member (parameters then carry a
+    leading member axis)."""
+    return isinstance(lr, torch.Tensor) and lr.ndim > 0
+
+
 def _lr_for(lr: float | torch.Tensor, param: torch.Tensor, mult: float) -> float | torch.Tensor:
     """The learning rate broadcast against `param` (member axis first when packed)."""
-    if isinstance(lr, torch.Tensor) and lr.ndim > 0:
+    if _is_stacked(lr):
         return (lr * mult).to(param.dtype).view(-1, *([1] * (param.ndim - 1)))
     return float(lr) * mult
 
@@ -206,27 +225,42 @@ class Adam(Optimizer):
         operator is then `(P / m)^-1 (H + coupled_l2 I)`."""
         return 0.0 if self.decoupled else self.weight_decay
 
+    def step(self, params: Params, grads: Params, lr: float | torch.Tensor) -> None:
+        if not self.state:  # the first step: the moments start from v_0
+            with torch.no_grad():
+                v0 = self._initial_v(params, grads, _is_stacked(lr))
+            self.state = {n: {"m": torch.zeros_like(v), "v": v} for n, v in v0.items()}
+        super().step(params, grads, lr)
+
     def _update(self, name, p, g, lr) -> None:
         if self.weight_decay and self.decoupled:
             p.mul_(1 - lr * self.weight_decay)
         elif self.weight_decay:
             g = g + self.weight_decay * p
-        st = self.state.get(name)
-        if st is None:
-            st = self.state[name] = {"m": torch.zeros_like(g), "v": self._initial_v(g)}
+        st = self.state[name]
         st["m"].mul_(self.beta1).add_(g, alpha=1 - self.beta1)
         st["v"].mul_(self.beta2).addcmul_(g, g, value=1 - self.beta2)
-        denom = self._denominator(st["v"])
+        denom = self._denominator(st["v"], self.t)
         p.sub_(lr * st["m"] / denom)
 
-    def _initial_v(self, g: torch.Tensor) -> torch.Tensor:
-        """v_0: zeros for Adam, the squared first gradient for GI-Adam."""
-        return g * g if self.gi else torch.zeros_like(g)
+    def _step_gradients(self, params: Params, grads: Params) -> dict[str, torch.Tensor]:
+        """The gradients the next step's moments take in (coupled L2 included)."""
+        if not self.coupled_l2:
+            return dict(grads)
+        return {n: g + self.coupled_l2 * params[n].detach() for n, g in grads.items()}
 
-    def _denominator(self, v: torch.Tensor) -> torch.Tensor:
-        """(1 - beta1^t) (sqrt(v_hat) + eps): the pre-conditioner P."""
-        bc1 = 1 - self.beta1**self.t
-        bc2 = 1 - self.beta2**self.t
+    def _initial_v(self, params: Params, grads: Params, stacked: bool) -> dict[str, torch.Tensor]:
+        """v_0 for every parameter: zeros for Adam, the squared first gradient for GI-Adam.
+        `stacked`: the parameters carry a leading member axis."""
+        return {
+            n: g * g if self.gi else torch.zeros_like(g)
+            for n, g in self._step_gradients(params, grads).items()
+        }
+
+    def _denominator(self, v: torch.Tensor, t: int) -> torch.Tensor:
+        """(1 - beta1^t) (sqrt(v_hat) + eps): the pre-conditioner P of update t."""
+        bc1 = 1 - self.beta1**t
+        bc2 = 1 - self.beta2**t
         return (v.sqrt() / bc2**0.5 + self.eps) * bc1
 
     def preconditioner(self) -> dict[str, torch.Tensor]:
@@ -234,49 +268,143 @@ class Adam(Optimizer):
         if self.t == 0:
             raise RuntimeError("preconditioner: no step taken yet")
         return {
-            name: self._denominator(st["v"]) / self.mult(name) for name, st in self.state.items()
+            name: self._denominator(st["v"], self.t) / self.mult(name)
+            for name, st in self.state.items()
         }
 
-    def peek_preconditioner(self, params: Params, grads: Params) -> dict[str, torch.Tensor]:
+    def peek_preconditioner(
+        self, params: Params, grads: Params, stacked: bool = False
+    ) -> dict[str, torch.Tensor]:
         """Diagonal of `P / m` that the next step from `params` with loss gradients `grads`
-        would apply (no update): the pre-conditioner of the stability-relevant operator."""
-        t, out = self.t + 1, {}
-        bc1, bc2 = 1 - self.beta1**t, 1 - self.beta2**t
-        for name, g in grads.items():
-            if self.coupled_l2:  # the step's gradient carries the L2 term
-                g = g + self.coupled_l2 * params[name].detach()
-            st = self.state.get(name)
-            v_prev = self._initial_v(g) if st is None else st["v"]
+        would apply (no update): the pre-conditioner of the stability-relevant operator.
+        `stacked`: the parameters carry a leading member axis (packed trials)."""
+        t = self.t + 1
+        step_grads = self._step_gradients(params, grads)
+        initial = self._initial_v(params, grads, stacked) if not self.state else None
+        out = {}
+        for name, g in step_grads.items():
+            v_prev = initial[name] if initial is not None else self.state[name]["v"]
             v = self.beta2 * v_prev + (1 - self.beta2) * g * g
-            out[name] = (v.sqrt() / bc2**0.5 + self.eps) * bc1 / self.mult(name)
+            out[name] = self._denominator(v, t) / self.mult(name)
         return out
+
+
+class RandomV0Adam(Adam):
+    """Adam whose second moment starts at `v_0 = r * r`, `r ~ N(0, I)` drawn from
+    `v0_seed` and rescaled so that `||r|| = ||g_0||` over all parameters (the official
+    code's random-v0 control of GI-Adam); bias corrections as Adam's.
+
+    `g_0` is the first step's gradient (coupled L2 included), as GI-Adam's (the official
+    code takes it on a batch drawn before training and not trained on). Packed
+    members each rescale to their own `||g_0||`; `r` is drawn in float64 on the CPU
+    from `v0_seed` alone, so a member draws the same `r` packed or alone, on any device.
+    """
+
+    def __init__(
+        self,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        v0_seed: int = 0,
+        lr_multipliers: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(beta1, beta2, eps, weight_decay, lr_multipliers=lr_multipliers)
+        if v0_seed < 0:
+            raise ValueError(f"optimizer.v0_seed: must be non-negative, got {v0_seed!r}")
+        self.v0_seed = v0_seed
+
+    def _initial_v(self, params: Params, grads: Params, stacked: bool) -> dict[str, torch.Tensor]:
+        step_grads = self._step_gradients(params, grads)
+        gen = torch.Generator().manual_seed(self.v0_seed)
+        r = {
+            n: torch.randn(g.shape[1:] if stacked else g.shape, generator=gen, dtype=torch.float64)
+            for n, g in step_grads.items()
+        }
+        r_norm2 = sum(float(x.pow(2).sum()) for x in r.values())
+        # ||g_0||^2 per member (stacked) or of the one set of parameters
+        g_norm2 = sum(
+            g.double().pow(2).flatten(1).sum(1) if stacked else g.double().pow(2).sum()
+            for g in step_grads.values()
+        )
+        out = {}
+        for n, g in step_grads.items():
+            scale = g_norm2 / r_norm2
+            scale = scale.view(-1, *([1] * (g.ndim - 1))) if stacked else scale
+            out[n] = (r[n].to(g.device) * r[n].to(g.device) * scale).to(g.dtype)
+        return out
+
+
+class RAdam(Adam):
+    """RAdam with torch.optim.RAdam's update rule (coupled L2 weight decay).
+
+    rho_t = rho_inf - 2 t beta2^t / (1 - beta2^t), rho_inf = 2 / (1 - beta2) - 1. While
+    rho_t <= 5 the update is `theta -= lr * m_t / (1 - beta1^t)`; afterwards it is
+    `theta -= lr * r_t sqrt(1 - beta2^t) / (sqrt(v_t) + eps) * m_t / (1 - beta1^t)` with
+    r_t = sqrt((rho_t - 4)(rho_t - 2) rho_inf / ((rho_inf - 4)(rho_inf - 2) rho_t)).
+    """
+
+    RECTIFY_ABOVE = 5.0  # torch's (and optax's) threshold on rho_t
+
+    def __init__(
+        self,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        lr_multipliers: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__(beta1, beta2, eps, weight_decay, lr_multipliers=lr_multipliers)
+
+    def rectification(self, t: int) -> float | None:
+        """r_t of update t, or None while rho_t <= 5 (no adaptive rate yet)."""
+        rho_inf = 2 / (1 - self.beta2) - 1
+        rho = rho_inf - 2 * t * self.beta2**t / (1 - self.beta2**t)
+        if not rho > self.RECTIFY_ABOVE:
+            return None
+        return ((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)) ** 0.5
+
+    def _denominator(self, v: torch.Tensor, t: int) -> torch.Tensor:
+        """P of update t: 1 - beta1^t before rectification, then
+        (1 - beta1^t)(sqrt(v_t) + eps) / (r_t sqrt(1 - beta2^t))."""
+        bc1 = 1 - self.beta1**t
+        r = self.rectification(t)
+        if r is None:
+            return torch.full_like(v, bc1)
+        return (v.sqrt() + self.eps) * (bc1 / (r * (1 - self.beta2**t) ** 0.5))
+
+
+_CLASSES: dict[str, type[Optimizer]] = {
+    "sgd": SGD,
+    "adam": Adam,
+    "adamw": Adam,
+    "gi-adam": Adam,
+    "random-v0-adam": RandomV0Adam,
+    "radam": RAdam,
+}
+# Constructor flags that select a variant of Adam's class by name (not options).
+_VARIANT_FLAGS = {"adamw": {"decoupled": True}, "gi-adam": {"gi": True}}
 
 
 def optimizer_defaults(name: str) -> dict[str, Any]:
     """The hyperparameters optimizer `name` takes, with their defaults (from its class:
     the one place they are written)."""
-    cls = SGD if name == "sgd" else Adam
     skip = {"self", "lr_multipliers", "decoupled", "gi"}
-    params = inspect.signature(cls.__init__).parameters
+    params = inspect.signature(_CLASSES[name].__init__).parameters
     return {k: p.default for k, p in params.items() if k not in skip}
 
 
 def build_optimizer(
     name: str, lr_multipliers: Mapping[str, float] | None = None, **hyper: float
 ) -> Optimizer:
-    """Optimizer `name` ('sgd', 'adam', 'adamw', 'gi-adam') with hyperparameters `hyper`."""
+    """Optimizer `name` (one of `OPTIMIZERS`) with hyperparameters `hyper`."""
     if name not in OPTIMIZERS:
         raise ValueError(
             f"optimizer.name: unknown value {name!r}; allowed: {', '.join(OPTIMIZERS)}"
         )
     try:
-        if name == "sgd":
-            return SGD(lr_multipliers=lr_multipliers, **hyper)
-        return Adam(
-            lr_multipliers=lr_multipliers,
-            decoupled=name == "adamw",
-            gi=name == "gi-adam",
-            **hyper,
+        return _CLASSES[name](
+            lr_multipliers=lr_multipliers, **_VARIANT_FLAGS.get(name, {}), **hyper
         )
     except TypeError as exc:
         raise ValueError(f"optimizer: bad option for {name!r}: {exc}") from None

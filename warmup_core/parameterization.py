@@ -25,6 +25,18 @@ sqrt(fan_out); hidden var s/fan_in, mult 1; output as above. Both give the same
 function at init and the same width scaling; they differ in how fast the
 input layer (and non-square hidden layers) move, hence in lambda0 and eta_c.
 
+Convolutions count fan-in as kernel area x input channels (k*k*C_in) and fan-out as
+output channels. The official code's muP convolution (`muConv`) counts otherwise:
+its multiplier is sqrt(C_out / (H*W*C_in)), fan-in from the whole input feature map
+(H x W pixels), and it initializes with variance s / (k*k*C_out) (flax's fan-out of
+a conv kernel). With `conv_fan_in = "feature_map"` muP convolutions follow it: in
+the table's terms, fan_in = k*k*H*W*C_in and fan_out = k*k*C_out. The effective
+weight variance is then SP's divided by H*W (the LayerNorm after each of the official
+WideResNet's convolutions undoes most of that; its 1x1 shortcuts start that much
+smaller). The default, "kernel", keeps this module's own convention. It changes muP
+only; SP and NTP count k*k*C_in either way. The official runs set no per-layer
+learning rates (`simple_mup`).
+
 SGD learning-rate multipliers are 1 everywhere (muP's multipliers make a
 single global SGD rate width-independent). Adam's are 1 for SP/NTP; for muP
 they make each layer's effective per-entry update 1 (input) or 1/fan_in
@@ -40,6 +52,7 @@ import math
 from dataclasses import dataclass
 
 __all__ = [
+    "CONV_FAN_INS",
     "MUP_CONSTANTS",
     "PARAMETERIZATIONS",
     "ROLES",
@@ -49,6 +62,7 @@ __all__ = [
 
 PARAMETERIZATIONS = ("sp", "ntp", "mup")
 MUP_CONSTANTS = ("paper", "unit")
+CONV_FAN_INS = ("kernel", "feature_map")
 ROLES = ("input", "hidden", "output")
 
 
@@ -75,6 +89,7 @@ class Parameterization:
     last_init_scale: float = 1.0
     simple_mup: bool = False
     mup_constants: str = "paper"
+    conv_fan_in: str = "kernel"
 
     def __post_init__(self) -> None:
         if self.name not in PARAMETERIZATIONS:
@@ -87,15 +102,24 @@ class Parameterization:
                 f"mup_constants: unknown value {self.mup_constants!r}; "
                 f"allowed: {', '.join(MUP_CONSTANTS)}"
             )
+        if self.conv_fan_in not in CONV_FAN_INS:
+            raise ValueError(
+                f"mup_conv_fan_in: unknown value {self.conv_fan_in!r}; "
+                f"allowed: {', '.join(CONV_FAN_INS)}"
+            )
         for field in ("init_scale", "last_init_scale"):
             if not getattr(self, field) > 0:
                 raise ValueError(f"{field}: must be positive, got {getattr(self, field)!r}")
 
-    def layer_rule(self, role: str, fan_in: int, fan_out: int) -> LayerRule:
-        """The rule for a weight layer with this role and fan-in/fan-out."""
+    def layer_rule(
+        self, role: str, fan_in: int, fan_out: int, init_scale: float | None = None
+    ) -> LayerRule:
+        """The rule for a weight layer with this role and fan-in/fan-out. `init_scale`
+        replaces the role's sigma_w^2 for this layer (e.g. a linear shortcut's 1)."""
         if role not in ROLES:
             raise ValueError(f"role: unknown value {role!r}; allowed: {', '.join(ROLES)}")
         scale = self.last_init_scale if role == "output" else self.init_scale
+        scale = scale if init_scale is None else init_scale
         if self.name == "sp":
             return LayerRule(math.sqrt(scale / fan_in), 1.0, 1.0, 1.0)
         if self.name == "ntp":
@@ -114,6 +138,25 @@ class Parameterization:
         # or 1/fan_in (hidden, output) entries of W_eff = mult * w.
         target = 1.0 if role == "input" else 1.0 / fan_in
         return LayerRule(math.sqrt(init_var), mult, 1.0, target / mult)
+
+    def conv_rule(
+        self,
+        role: str,
+        c_in: int,
+        c_out: int,
+        kernel: int,
+        in_hw: tuple[int, int] | None = None,
+        init_scale: float | None = None,
+    ) -> LayerRule:
+        """The rule for a `kernel` x `kernel` convolution from `c_in` to `c_out` channels on
+        an input map of `in_hw` = (H, W) pixels (needed by muP's `feature_map` fan-in
+        only); `init_scale` as in `layer_rule`."""
+        area = kernel * kernel
+        if self.name != "mup" or self.conv_fan_in == "kernel":
+            return self.layer_rule(role, area * c_in, c_out, init_scale)
+        if in_hw is None:
+            raise ValueError("mup_conv_fan_in: 'feature_map' needs the input map's size")
+        return self.layer_rule(role, area * in_hw[0] * in_hw[1] * c_in, area * c_out, init_scale)
 
     def attention_scale(self, head_dim: int) -> float:
         """Scale of attention logits q.k: 1/d under muP, 1/sqrt(d) otherwise."""

@@ -34,6 +34,8 @@ class Option:
     `type` is int, float, bool, str, or list (a list of positive integers, e.g. an
     image shape; `length` fixes its length). `default=None` makes the option
     optional (None means "not set"). `minimum` is inclusive, `above` exclusive.
+    `omit_default`: left out of trial ids while at its default (an option added after
+    sweeps were run, whose default reproduces what they ran, keeps their ids).
     """
 
     type: type
@@ -43,6 +45,7 @@ class Option:
     above: float | None = None
     length: int | None = None
     help: str = ""
+    omit_default: bool = False
 
     def validate(self, field: str, value: Any) -> Any:
         """`value` checked and normalized (ints accepted as floats); ValueError names `field`."""

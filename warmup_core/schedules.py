@@ -16,9 +16,23 @@ Warmup shapes (Kalra & Barkeshli 2024):
 
 Decays (after warmup, over the remaining `num_steps - T` updates):
 - constant: eta_trgt
-- cosine:   eta_min + (eta_trgt - eta_min) * (1 + cos(pi * s)) / 2
+- cosine:   eta_min + (eta_trgt - eta_min) * ((1 + cos(pi * s)) / 2) ** p
 - linear:   eta_trgt + (eta_min - eta_trgt) * s
-with s = (t - T) / (num_steps - T) in [0, 1].
+with s = (t - T) / (num_steps - T) in [0, 1], and p = `decay_power` (the official code's
+cosine exponent: 1 is the plain cosine, 0 keeps the rate at eta_trgt). `eta_min` is an
+absolute rate, or with `eta_min_relative` a fraction of `eta_trgt` (the official
+`lr_min = lr_trgt / 10` is `eta_min=0.1, eta_min_relative=True`), so a grid over
+`eta_trgt` keeps the ratio.
+
+The official code (Kalra & Barkeshli's `schedules_utils`) runs the same warmup, update
+for update: its step s = t - 1 gets `eta_init + (eta_trgt - eta_init) * (s + 1) / T`.
+Its cosine is one step ahead: it evaluates the decay at s' = (t - T + 1) / (N - T + 1)
+(N = `num_steps`) where this module uses s = (t - T) / (N - T). Both end at eta_min on
+update N; in between s' - s = (N - t) / ((N - T + 1)(N - T)) < 1 / (N - T + 1), less
+than one update's worth of progress, so for p >= 1 the rates differ by less than
+(eta_trgt - eta_min) * p * pi / (2 (N - T + 1)) (1.5e-5 of eta_trgt at the paper's
+100k updates with p = 1; not at all with p = 0). It is not matched: one formula serves
+every schedule, and existing sweeps keep their rates.
 
 The sharpness-adaptive warmup, whose rates depend on measurements, is
 `warmup_core.adaptive`; it takes its floor and its decay from this module.
@@ -84,7 +98,10 @@ class Schedule:
         power: exponent of the polynomial warmup.
         decay: `constant`, `cosine` or `linear`, over updates T+1 .. `num_steps`.
         num_steps: the last update (needed by the decays).
-        eta_min: the rate the decay ends at (absolute).
+        eta_min: the rate the decay ends at (absolute, or a fraction of `eta_trgt`
+            with `eta_min_relative`).
+        eta_min_relative: `eta_min` is a fraction of `eta_trgt`.
+        decay_power: the cosine decay's exponent p (cosine decay only; 0: no decay).
     """
 
     eta_trgt: ScalarOrTensor
@@ -95,6 +112,8 @@ class Schedule:
     decay: str = "constant"
     num_steps: int | None = None
     eta_min: ScalarOrTensor = 0.0
+    eta_min_relative: bool = False
+    decay_power: float = 1.0
 
     def __post_init__(self) -> None:
         # Validated once, where the schedule is made, not at every step.
@@ -104,6 +123,9 @@ class Schedule:
         _check_positive("eta_trgt", self.eta_trgt, allow_zero=True)
         if self.decay != "constant" and self.num_steps is None:
             raise ValueError(f"num_steps: required for decay {self.decay!r}")
+        _check_positive("decay_power", self.decay_power, allow_zero=True)
+        if self.decay_power != 1.0 and self.decay != "cosine":
+            raise ValueError(f"decay_power: applies to decay 'cosine' only, not {self.decay!r}")
 
     def __call__(self, step: ScalarOrTensor) -> ScalarOrTensor:
         """The rate of update `step` (1-based)."""
@@ -122,8 +144,13 @@ class Schedule:
         span = self.num_steps - warmup_steps
         # Guard the division when warmup fills the whole run; those steps never decay.
         progress = ops.clip((step - warmup_steps) / ops.where(span > 0, span, 1))
+        if self.eta_min_relative:
+            eta_min = eta_min * eta_trgt
         if self.decay == "cosine":
-            decayed = eta_min + (eta_trgt - eta_min) * (1 + ops.cos(math.pi * progress)) / 2
+            cosine = (1 + ops.cos(math.pi * progress)) / 2
+            if self.decay_power != 1.0:  # 1 keeps the plain cosine's arithmetic exactly
+                cosine = cosine**self.decay_power
+            decayed = eta_min + (eta_trgt - eta_min) * cosine
         else:
             decayed = eta_trgt + (eta_min - eta_trgt) * progress
         return ops.where(step > warmup_steps, decayed, warm)

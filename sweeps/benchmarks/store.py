@@ -9,7 +9,7 @@ temporary directory), and measures:
   trials and steps files;
 - reading the statuses (`results.read_statuses`, what resume and `status`
   read) beside a plain two-column dataset scan, here as a run reads them,
-  writing the sweep's status cache (`results.store.STATUS_CACHE`);
+  writing the sweep's status cache (`results.STATUS_CACHE`);
 - resume planning as `run` does it (`sweeps.runner.pending_trials`: expand the
   2N-trial grid, read the statuses, keep the N not ended), once before the
   sweep has a status cache (every summary opened) and once after (only the

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import pytest
+
 from sweeps.benchmarks.sharpness import format_table, run
 from warmup_core.hvp import HVP_METHODS
 
+pytestmark = pytest.mark.slow  # a benchmark run: not in the fast tier
 
+
+@pytest.mark.slow  # a benchmark, not a unit test
 def test_quick_benchmark_reports_positive_numbers_for_every_section():
     result = run(quick=True, seed=0)
     assert set(result["models"]) == {"mlp", "cnn"}

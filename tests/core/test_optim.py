@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from warmup_core.optim import SGD, Adam, build_optimizer
+from warmup_core.optim import SGD, Adam, RAdam, build_optimizer
 
 
 def _problem(seed=0):
@@ -14,7 +14,7 @@ def _problem(seed=0):
 
 
 def _loss(params, x):
-    return ((x @ params["w"].T + params["b"]).tanh() ** 2).mean()
+    return ((x.to(params["w"].dtype) @ params["w"].T + params["b"]).tanh() ** 2).mean()
 
 
 def _grads(params, x):
@@ -41,6 +41,12 @@ def _grads(params, x):
             lambda p: torch.optim.Adam(p, lr=0.1, betas=(0.8, 0.99), eps=1e-6),
         ),
         ("adamw", {"weight_decay": 0.1}, lambda p: torch.optim.AdamW(p, lr=0.1, weight_decay=0.1)),
+        ("radam", {}, lambda p: torch.optim.RAdam(p, lr=0.1)),
+        (
+            "radam",
+            {"beta2": 0.99, "weight_decay": 0.1},
+            lambda p: torch.optim.RAdam(p, lr=0.1, betas=(0.9, 0.99), weight_decay=0.1),
+        ),
     ],
 )
 def test_matches_torch_optim_step_for_step(name, ours, theirs):
@@ -86,24 +92,111 @@ def test_gi_adam_acts_as_a_builtin_warmup_on_a_constant_gradient():
         assert torch.allclose(step_g, torch.full((3,), (1 - 0.999**t) ** 0.5), atol=1e-6)
 
 
-def test_preconditioner_reproduces_the_update_with_its_multiplier():
+@pytest.mark.parametrize(("name", "steps"), [("adam", 3), ("radam", 3), ("radam", 8)])
+def test_preconditioner_reproduces_the_update_with_its_multiplier(name, steps):
     params, x = _problem()
-    opt = build_optimizer("adam", {"w": 0.5})  # theta -= lr * (P / m)^-1 m_t
-    for _ in range(3):
+    params = {k: v.double() for k, v in params.items()}
+    opt = build_optimizer(name, {"w": 0.5})  # theta -= lr * (P / m)^-1 m_t
+    for _ in range(steps):
         before = {k: v.clone() for k, v in params.items()}
         opt.step(params, _grads(params, x), 0.01)
     P = opt.preconditioner()
     for k in params:
-        assert torch.allclose(before[k] - params[k], 0.01 * opt.state[k]["m"] / P[k], atol=1e-7)
+        torch.testing.assert_close(before[k] - params[k], 0.01 * opt.state[k]["m"] / P[k])
+
+
+def test_radam_steps_by_hand_against_torch_optim_radam():
+    # A constant gradient g: m_t = (1 - b1^t) g and v_t = (1 - b2^t) g^2, so m_hat = g.
+    # rho_t = rho_inf - 2 t b2^t / (1 - b2^t) with rho_inf = 2 / (1 - b2) - 1 = 1999 stays
+    # <= 5 for t <= 5: those updates are -lr * g. At t = 6, rho = 5.9942 and the update is
+    # -lr * r_6 * sqrt(1 - b2^6) / (sqrt(v_6) + eps) * g = -lr * r_6 * g / (|g| + eps').
+    b2, lr, eps = 0.999, 0.01, 1e-8
+    g = torch.tensor([0.3, -2.0, 1e-3], dtype=torch.float64)
+    rho_inf = 2 / (1 - b2) - 1
+    rho6 = rho_inf - 2 * 6 * b2**6 / (1 - b2**6)
+    r6 = ((rho6 - 4) * (rho6 - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho6)) ** 0.5
+    assert rho6 == pytest.approx(5.9942, abs=1e-4) and r6 == pytest.approx(0.0258, abs=1e-4)
+    by_hand = -5 * lr * g - lr * r6 * g / (g.abs() + eps / (1 - b2**6) ** 0.5)
+
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    ref = torch.optim.RAdam([w], lr=lr)
+    ours, opt = {"w": torch.zeros(3, dtype=torch.float64)}, build_optimizer("radam")
+    for t in range(1, 7):
+        w.grad = g.clone()
+        ref.step()
+        opt.step(ours, {"w": g}, lr)
+        assert (opt.rectification(t) is None) == (t <= 5)
+    torch.testing.assert_close(w.detach(), by_hand, rtol=1e-12, atol=0)
+    torch.testing.assert_close(ours["w"], by_hand, rtol=1e-12, atol=0)
+
+
+def test_radam_without_rectification_is_sgd_on_the_bias_corrected_momentum():
+    # beta2 = 0.3: rho_inf = 2 / 0.7 - 1 < 5, so the variance never becomes tractable.
+    opt, p = RAdam(beta1=0.5, beta2=0.3), {"w": torch.zeros(2, dtype=torch.float64)}
+    grads = [torch.tensor([1.0, -2.0]), torch.tensor([3.0, 0.5]), torch.tensor([-1.0, 1.0])]
+    m, expected = torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64)
+    for t, g in enumerate(grads, start=1):
+        m = 0.5 * m + 0.5 * g.double()
+        expected -= 0.1 * m / (1 - 0.5**t)
+        opt.step(p, {"w": g.double()}, 0.1)
+    torch.testing.assert_close(p["w"], expected, rtol=1e-14, atol=0)
+    assert opt.preconditioner()["w"].tolist() == pytest.approx([1 - 0.5**3] * 2)
+
+
+def _initial_v(opt, params, grads):
+    """v_0 read back from the state after one step: v_1 = b2 v_0 + (1 - b2) g^2."""
+    opt.step({k: v.clone() for k, v in params.items()}, grads, 1e-3)
+    return {
+        k: (st["v"] - (1 - opt.beta2) * grads[k] ** 2) / opt.beta2 for k, st in opt.state.items()
+    }
+
+
+def test_random_v0_adam_starts_at_the_first_gradients_norm_in_random_directions():
+    params, x = _problem()
+    params = {k: v.double() for k, v in params.items()}
+    g0 = _grads(params, x)
+    v0 = _initial_v(build_optimizer("random-v0-adam", v0_seed=7), params, g0)
+    # sum v_0 = ||r||^2 = ||g_0||^2 over all parameters together
+    total = sum(float(v.sum()) for v in v0.values())
+    assert total == pytest.approx(sum(float((g**2).sum()) for g in g0.values()), rel=1e-10)
+    assert all((v >= 0).all() for v in v0.values())
+    assert not torch.allclose(v0["w"], g0["w"] ** 2, rtol=0.1)  # not GI-Adam's directions
+    again = _initial_v(build_optimizer("random-v0-adam", v0_seed=7), params, g0)
+    other = _initial_v(build_optimizer("random-v0-adam", v0_seed=8), params, g0)
+    assert all(torch.equal(v0[k], again[k]) for k in v0)
+    assert not torch.allclose(v0["w"], other["w"])
+
+
+def test_random_v0_adam_packed_members_each_scale_to_their_own_gradient():
+    params, x = _problem()
+    singles = [{k: v.double() * scale for k, v in params.items()} for scale in (1.0, 3.0)]
+    grads = [_grads(p, x) for p in singles]
+    stacked = {k: torch.stack([p[k] for p in singles]) for k in params}
+    stacked_grads = {k: torch.stack([g[k] for g in grads]) for k in params}
+    opt = build_optimizer("random-v0-adam", v0_seed=2)
+    opt.step(stacked, stacked_grads, torch.tensor([1e-3, 1e-3], dtype=torch.float64))
+    for i, (p, g) in enumerate(zip(singles, grads, strict=True)):
+        alone = build_optimizer("random-v0-adam", v0_seed=2)
+        alone.step({k: v.clone() for k, v in p.items()}, g, 1e-3)
+        for k in params:
+            torch.testing.assert_close(opt.state[k]["v"][i], alone.state[k]["v"])
 
 
 @pytest.mark.parametrize(
-    ("name", "hyper"), [("adam", {}), ("gi-adam", {}), ("adam", {"weight_decay": 0.3})]
+    ("name", "hyper"),
+    [
+        ("adam", {}),
+        ("gi-adam", {}),
+        ("adam", {"weight_decay": 0.3}),
+        ("random-v0-adam", {"v0_seed": 3}),
+        ("radam", {}),  # updates 1-5 un-rectified, 6-9 rectified
+        ("radam", {"weight_decay": 0.3}),
+    ],
 )
 def test_peeked_preconditioner_is_the_one_the_next_step_uses(name, hyper):
     params, x = _problem()
     opt = build_optimizer(name, {"w": 0.25}, **hyper)
-    for _ in range(3):
+    for _ in range(9):
         grads = _grads(params, x)
         predicted = opt.peek_preconditioner(params, grads)
         opt.step(params, grads, 1e-2)

@@ -142,3 +142,25 @@ def test_coordinate_check_mup_stays_flat_and_sp_drifts_with_width(optimizer, lr)
     # SP at a fixed learning rate: the output update blows up with width.
     assert _growth(sp["df"]) > 4
     assert _growth(sp["dh"]) > 2
+
+
+def test_mup_feature_map_fan_in_is_the_official_mu_conv():
+    # Official muConv, 3x3 from 64 to 128 channels on a 16x16 map: variance varw / (9 * 128)
+    # (flax's fan_out of a conv kernel), output times sqrt(128 / (16 * 16 * 64)).
+    official = Parameterization("mup", conv_fan_in="feature_map")
+    rule = official.conv_rule("hidden", 64, 128, 3, (16, 16))
+    assert rule.init_std == pytest.approx(math.sqrt(2.0 / (9 * 128)), rel=1e-12)
+    assert rule.multiplier == pytest.approx(math.sqrt(128 / (16 * 16 * 64)), rel=1e-12)
+    shortcut = official.conv_rule("hidden", 64, 128, 1, (16, 16), init_scale=1.0)
+    assert shortcut.init_std == pytest.approx(math.sqrt(1.0 / 128), rel=1e-12)
+    # the kernel convention: fan_in 9 * 64, fan_out 128
+    kernel = Parameterization("mup").conv_rule("hidden", 64, 128, 3, (16, 16))
+    assert kernel.init_std == pytest.approx(math.sqrt(2.0 / 128), rel=1e-12)
+    assert kernel.multiplier == pytest.approx(math.sqrt(128 / (9 * 64)), rel=1e-12)
+    # SP counts k*k*C_in whatever the convention
+    sp = Parameterization("sp", conv_fan_in="feature_map").conv_rule("hidden", 64, 128, 3, (16, 16))
+    assert sp.init_std == pytest.approx(math.sqrt(2.0 / (9 * 64)), rel=1e-12)
+    with pytest.raises(ValueError, match="mup_conv_fan_in"):
+        official.conv_rule("hidden", 64, 128, 3, None)
+    with pytest.raises(ValueError, match="mup_conv_fan_in"):
+        Parameterization("mup", conv_fan_in="map")

@@ -65,7 +65,7 @@ def test_model_constructors_hold_no_option_defaults(cls):
 
 def test_builtins_are_registry_entries():
     assert MODELS == ("fcn", "myrtle", "wrn", "transformer")
-    assert DATASETS == ("cifar10", "cifar100", "digits", "gaussian", "text")
+    assert DATASETS == ("cifar10", "cifar100", "digits", "mnist1d", "gaussian", "text")
     assert all(MODEL_REGISTRY.get(name).source == "built-in" for name in MODELS)
     assert DATASET_REGISTRY.get("digits").kinds({"as_image": False}) == {"vector", "image"}
     assert DATASET_REGISTRY.get("gaussian").kinds({"image_shape": None}) == {"vector"}

@@ -84,6 +84,8 @@ def test_tensor_of_steps_gives_the_whole_curve():
         (dict(eta_trgt=1.0, shape="cubic"), "warmup_shape"),
         (dict(eta_trgt=1.0, decay="step"), "decay"),
         (dict(eta_trgt=1.0, decay="cosine"), "num_steps"),
+        (dict(eta_trgt=1.0, decay="cosine", num_steps=9, decay_power=-1.0), "decay_power"),
+        (dict(eta_trgt=1.0, decay="linear", num_steps=9, decay_power=2.0), "decay_power"),
     ],
 )
 def test_bad_arguments_name_the_field(kwargs, field):
@@ -103,3 +105,69 @@ def test_bad_arguments_name_the_field(kwargs, field):
 )
 def test_warmup_end_step_is_the_first_update_at_the_target(kw, end):
     assert Schedule(**kw).end_step == end
+
+
+# -- the official code's schedule (Kalra & Barkeshli, `schedules_utils`) ---------------
+#
+# Its loop index s = 0 .. N-1 is update t = s + 1. With eta_init = 0 and k = 1:
+#   warmup, s < T: min(eta, eta * (s + 1) / T)
+#   decay, s >= T: eta_min + (eta - eta_min) * (0.5 * (1 + cos(pi * x))) ** p,
+#                  x = (s - T + 2) / (N - T + 1),  eta_min = eta / 10.
+# The numbers below are that formula evaluated by hand (eta = 0.08192, N = 100000, p = 1).
+
+OFFICIAL = {
+    1024: {
+        0: 8.0e-5,  # eta / 1024
+        1: 1.6e-4,
+        1022: 0.08184,
+        1023: 0.08192,  # the last warmup step runs at eta
+        1024: 0.0819199999257214,
+        1025: 0.0819199998328732,
+        50510: 0.0450565850433514,
+        99998: 0.0081920000185696,
+        99999: 0.008192,  # x = 1: eta_min
+    },
+    1: {
+        0: 0.08192,
+        1: 0.0819199999272334,
+        50000: 0.0450548418832844,
+        99999: 0.008192,
+    },
+}
+
+
+@pytest.mark.parametrize("warmup", sorted(OFFICIAL))
+def test_official_warmup_and_cosine_to_a_tenth_of_the_target(warmup):
+    eta, n = 0.08192, 100_000
+    schedule = Schedule(
+        eta_trgt=eta,
+        warmup_steps=warmup,
+        decay="cosine",
+        num_steps=n,
+        eta_min=0.1,
+        eta_min_relative=True,
+    )
+    # The official cosine runs one step ahead (x above vs (t - T) / (N - T) here); the
+    # rates differ by less than one update of progress: (eta - eta_min) * pi / (2 (N - T + 1)).
+    one_update = (eta - eta / 10) * math.pi / (2 * (n - warmup + 1))
+    for s, official in OFFICIAL[warmup].items():
+        ours = schedule(s + 1)
+        if s < warmup or s == n - 1:  # warmup and the last update: the same formula
+            assert ours == pytest.approx(official, rel=1e-12, abs=0)
+        else:
+            assert abs(ours - official) < one_update, s
+
+
+def test_decay_power_zero_keeps_the_target_and_two_squares_the_cosine():
+    kw = dict(eta_trgt=1.0, warmup_steps=1, decay="cosine", num_steps=101, eta_min=0.2)
+    assert [learning_rate(t, decay_power=0.0, **kw) for t in (2, 51, 101)] == [1.0, 1.0, 1.0]
+    # Halfway (s = 1/2) the cosine factor is 1/2: p = 2 makes it 1/4.
+    assert learning_rate(51, decay_power=2.0, **kw) == pytest.approx(0.2 + 0.8 * 0.25)
+    assert learning_rate(101, decay_power=2.0, **kw) == pytest.approx(0.2)
+
+
+def test_relative_eta_min_is_a_fraction_of_each_members_target():
+    eta = torch.tensor([0.1, 1.0])
+    kw = dict(eta_trgt=eta, warmup_steps=1, num_steps=11, eta_min=0.1, eta_min_relative=True)
+    assert Schedule(decay="cosine", **kw)(11).tolist() == pytest.approx([0.01, 0.1])
+    assert Schedule(decay="linear", **kw)(6).tolist() == pytest.approx([0.055, 0.55])

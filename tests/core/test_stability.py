@@ -100,6 +100,44 @@ def test_adam_threshold_is_where_a_quadratic_starts_to_diverge(beta1):
     assert runs[1.03][0] > 1e3 * x0  # grows above it (until |g| ~ eps tames it)
 
 
+@pytest.mark.parametrize(
+    ("name", "hyper"),
+    [
+        # beta2 = 0.3: rho_inf = 2 / 0.7 - 1 < 5, never rectified: SGD on the bias-corrected
+        # momentum, P = 1 - beta1^t -> 1 once beta1^t has decayed.
+        ("radam", {"beta2": 0.3}),
+        # beta2 = 0.9: rectified from update 6; with |g| << eps and beta2^t decayed,
+        # P = (1 - beta1^t)(sqrt(v_t) + eps) / (r_t sqrt(1 - beta2^t)) -> eps.
+        ("radam", {"beta2": 0.9}),
+        ("random-v0-adam", {"v0_seed": 1}),
+    ],
+)
+def test_adam_family_threshold_with_a_frozen_preconditioner(name, hyper):
+    # The pre-conditioner the update applies (the optimizer's own `peek_preconditioner`)
+    # is frozen over the run; the quadratic's pre-conditioned sharpness is curvature / P.
+    eps, eta, x0, idle = 1.0, 0.01, 1e-12, 300
+    runs, frozen = {}, []
+    for factor in (0.97, 1.03):
+        opt = build_optimizer(name, eps=eps, **hyper)
+        x = torch.tensor([x0], dtype=torch.float64)
+        for _ in range(idle):
+            opt.step({"x": x}, {"x": torch.zeros_like(x)}, eta)
+        p_start = float(opt.peek_preconditioner({"x": x}, {"x": torch.zeros_like(x)})["x"])
+        curvature = factor * opt.stability_threshold(eta) * p_start
+        sizes = [x0]
+        for _ in range(3000):
+            g = curvature * x
+            if max(sizes) < 1e-10:  # P is checked until |g| nears eps (then v grows)
+                p_now = float(opt.peek_preconditioner({"x": x}, {"x": g})["x"])
+            opt.step({"x": x}, {"x": g}, eta)
+            sizes.append(float(x.abs()))
+        frozen.append(p_now / p_start)
+        runs[factor] = max(sizes), sizes[-1]
+    assert frozen == pytest.approx([1.0, 1.0], rel=1e-6)
+    assert runs[0.97][1] < 1e-3 * x0  # shrinks below the threshold
+    assert runs[1.03][0] > 1e3 * x0  # grows above it (until |g| ~ eps tames it)
+
+
 # -- optimizer steps ------------------------------------------------------------------
 
 

@@ -2,7 +2,7 @@
 
 Small version of the quickstart spec's SP facet (FCN-4-128, MSE, GD), scanned per warmup
 length from small eta upward until the first divergence, then read with
-`results.analysis.divergence_boundary` like a sweep.
+`results.divergence_boundary` like a sweep.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from results.analysis import divergence_boundary
+from results import divergence_boundary
 from tests.findings.conftest import small_config
 from trials import run_trial
 

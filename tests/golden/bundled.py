@@ -6,19 +6,23 @@ numbers of a tiny float64 version of that trial. The expected values in
 `bundled.json` were written by this function from the code as it stood before the
 trials/ package was reorganized (commit 0e73b42), the curvature values (sharpness,
 preconditioned and final sharpness) again when warm starts gained a crossing detector;
-regenerate them only for a change that is meant to alter results, and say so in the
+a spec bundled later was recorded when it was added. Record a new spec, or (`--all`)
+rewrite every record for a change that is meant to alter results, and say so in the
 commit:
 
-    python -m tests.golden.bundled   # rewrites tests/golden/bundled.json
+    python -m tests.golden.bundled [--all]   # writes tests/golden/bundled.json
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from sweeps import bundled_specs, expand, load_spec
 from tests.trials.test_data import write_cifar
@@ -79,12 +83,13 @@ def snapshot(name: str, data_dir: Path) -> dict[str, Any]:
 
 
 def main() -> None:
-    import torch
-
     torch.set_num_threads(1)
+    out = {} if "--all" in sys.argv[1:] else json.loads(GOLDEN.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = cifar_stand_in(Path(tmp))
-        out = {name: snapshot(name, data_dir) for name in sorted(bundled_specs())}
+        for name in sorted(bundled_specs()):
+            if name not in out:
+                out[name] = snapshot(name, data_dir)
     GOLDEN.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
 
 

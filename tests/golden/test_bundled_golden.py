@@ -19,7 +19,7 @@ import pytest
 from sweeps import bundled_specs
 from tests.golden.bundled import GOLDEN, cifar_stand_in, snapshot
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.slow]
 
 EXPECTED = json.loads(GOLDEN.read_text())
 CURVATURE = {"sharpness", "preconditioned_sharpness", "lambda0", "eta_c", "final_sharpness"}

@@ -25,7 +25,7 @@ from trials import Problem
 from trials.config import TrialConfig
 from warmup_core.models import MODEL_REGISTRY
 
-pytestmark = pytest.mark.usefixtures("resmlp_plugin", "one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("resmlp_plugin", "one_torch_thread"), pytest.mark.integration]
 
 BASE = {
     "model": {"name": "resmlp", "width": 16, "blocks": 2},

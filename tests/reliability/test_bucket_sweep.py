@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import pytest
 
-from results import load, read_statuses, sweep_dir
-from results.store import resolve
+from results import load, read_statuses, resolve, sweep_dir
 from sweeps import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
 def test_bucket_sweep_killed_resumed_then_status_analyze_and_load(

@@ -18,7 +18,7 @@ from sweeps import expand, parse_spec
 from tests.reliability.conftest import tiny_spec, wait_for
 from trials import run_pack, run_trial
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 TRAINABLE_TITLE = "ray::ImplicitFunc.train"  # a function trainable's actor, while it trains
 TIMING_COLUMNS = ["wall_time_s", "node", "device"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from results.store import sweep_dir, write_spec, write_trial
+from results import sweep_dir, write_spec, write_trial
 from sweeps import SpecError, parse_spec
 from tests.reliability.conftest import snapshot, tiny_spec
 
@@ -47,6 +47,7 @@ def _loopback(ip: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_embedded_ray_binds_every_service_to_loopback() -> None:
     proc = subprocess.run(
         [sys.executable, "-c", BINDING_PROBE],

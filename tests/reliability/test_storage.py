@@ -83,6 +83,7 @@ def test_failed_rewrite_keeps_the_previous_files_whole(tmp_path: Path, config, m
 
 
 @pytest.mark.slow
+@pytest.mark.integration
 def test_sweep_with_failing_storage_and_missing_data_goes_on_and_exits_1(
     cli, write_spec, tmp_path: Path
 ) -> None:

@@ -10,10 +10,12 @@ import pytest
 
 from results.analysis import (
     best_configs,
+    boundary_text,
     divergence_boundary,
     phase_diagram,
     phase_table,
     regime_map,
+    threshold_at,
 )
 
 STATUS = pd.CategoricalDtype(["completed", "diverged", "stuck", "error"])
@@ -159,14 +161,67 @@ def test_boundary_largest_trainable_and_bracket():
     b = divergence_boundary(GRID, facets=()).set_index("warmup_steps")
     # warmup 1: 0.1 ok, 0.2 diverged on one seed -> boundary 0.1, bracket up to 0.2
     assert b.loc[1, "max_trainable_eta"] == pytest.approx(0.1)
-    assert b.loc[1, "min_diverged_eta"] == pytest.approx(0.2)
+    assert b.loc[1, "min_failed_eta"] == pytest.approx(0.2)
     assert b.loc[1, "max_trainable_x_lambda0"] == pytest.approx(1.0)
     assert b.loc[1, "max_trainable_over_eta_c"] == pytest.approx(0.4)
-    assert b.loc[1, "min_diverged_eta_trgt"] == pytest.approx(0.2)
-    # warmup 4: stuck counts as trainable, error is ignored, nothing diverged
+    assert b.loc[1, "min_failed_eta_trgt"] == pytest.approx(0.2)
+    assert b.loc[1, "censored"] == "no"
+    # warmup 4: 0.1 errored (ignored), 0.2 stuck on one seed (failed, as the paper counts
+    # it), 0.4 completed: the largest trainable is 0.4, with a failed cell below it.
     assert b.loc[4, "max_trainable_eta"] == pytest.approx(0.4)
-    assert math.isnan(b.loc[4, "min_diverged_eta"])
+    assert math.isnan(b.loc[4, "min_failed_eta"])
+    assert b.loc[4, "censored"] == "above"  # nothing failed above 0.4, the grid's top
+    assert bool(b.loc[4, "non_monotone"])
+    assert (b.loc[4, "n_trainable"], b.loc[4, "n_failed"]) == (1, 1)
+
+
+def test_boundary_stuck_trainable_keeps_the_older_reading():
+    b = divergence_boundary(GRID, facets=(), stuck_trainable=True).set_index("warmup_steps")
+    assert b.loc[1, "max_trainable_eta"] == pytest.approx(0.1)
+    assert b.loc[1, "min_failed_eta"] == pytest.approx(0.2)
+    # warmup 4: the stuck cell at 0.2 is trainable now, so nothing failed at all.
+    assert b.loc[4, "max_trainable_eta"] == pytest.approx(0.4)
+    assert (b.loc[4, "n_trainable"], b.loc[4, "n_failed"]) == (2, 0)
     assert not b["non_monotone"].any()
+
+
+def test_stuck_above_the_last_trainable_eta_moves_the_boundary_down():
+    # warmup 1: 0.1 completed, 0.2 stuck, 0.4 diverged; warmup 8: all completed but 0.4 stuck.
+    rows = [
+        {"warmup_steps": 1, "eta_trgt": 0.1, "status": "completed"},
+        {"warmup_steps": 1, "eta_trgt": 0.2, "status": "stuck"},
+        {"warmup_steps": 1, "eta_trgt": 0.4, "status": "diverged"},
+        {"warmup_steps": 8, "eta_trgt": 0.1, "status": "completed"},
+        {"warmup_steps": 8, "eta_trgt": 0.2, "status": "completed"},
+        {"warmup_steps": 8, "eta_trgt": 0.4, "status": "stuck"},
+    ]
+    failed = divergence_boundary(frame(rows), facets=()).set_index("warmup_steps")
+    assert failed.loc[1, "max_trainable_eta"] == pytest.approx(0.1)
+    assert failed.loc[1, "min_failed_eta"] == pytest.approx(0.2)  # the stuck run
+    assert failed.loc[8, "max_trainable_eta"] == pytest.approx(0.2)
+    assert failed.loc[8, "min_failed_eta"] == pytest.approx(0.4)
+    assert list(failed["censored"]) == ["no", "no"]
+    trainable = divergence_boundary(frame(rows), facets=(), stuck_trainable=True)
+    trainable = trainable.set_index("warmup_steps")
+    assert trainable.loc[1, "max_trainable_eta"] == pytest.approx(0.2)
+    assert trainable.loc[1, "min_failed_eta"] == pytest.approx(0.4)
+    assert trainable.loc[8, "max_trainable_eta"] == pytest.approx(0.4)
+    assert trainable.loc[8, "censored"] == "above"
+
+
+def test_boundary_text_marks_censored_values_as_bounds():
+    rows = [
+        {"warmup_steps": 1, "eta_trgt": 0.5, "status": "diverged"},
+        {"warmup_steps": 1, "eta_trgt": 1.0, "status": "diverged"},
+        {"warmup_steps": 4, "eta_trgt": 0.5, "status": "completed"},
+        {"warmup_steps": 4, "eta_trgt": 1.0, "status": "diverged"},
+        {"warmup_steps": 16, "eta_trgt": 0.5, "status": "completed"},
+        {"warmup_steps": 16, "eta_trgt": 1.0, "status": "completed"},
+    ]
+    b = divergence_boundary(frame(rows), facets=()).set_index("warmup_steps")
+    assert list(b["censored"]) == ["below", "no", "above"]
+    assert [boundary_text(b.loc[w]) for w in (1, 4, 16)] == ["< 0.5", "0.5", "≥ 1"]
+    assert boundary_text(b.loc[4], "eta_trgt") == "0.5"
 
 
 def test_boundary_facet_without_trainable_eta_and_non_monotone_case():
@@ -196,10 +251,10 @@ def test_boundary_facet_without_trainable_eta_and_non_monotone_case():
     ]
     b = divergence_boundary(frame(rows), facets=("parameterization",)).set_index("parameterization")
     assert math.isnan(b.loc["sp", "max_trainable_eta"])
-    assert b.loc["sp", "min_diverged_eta"] == pytest.approx(0.2)  # the smallest diverged overall
+    assert b.loc["sp", "min_failed_eta"] == pytest.approx(0.2)  # the smallest diverged overall
     assert b.loc["sp", "n_trainable"] == 0
     assert b.loc["mup", "max_trainable_eta"] == pytest.approx(0.4)
-    assert b.loc["mup", "min_diverged_eta"] == pytest.approx(0.8)
+    assert b.loc["mup", "min_failed_eta"] == pytest.approx(0.8)
     assert bool(b.loc["mup", "non_monotone"])
     assert not bool(b.loc["sp", "non_monotone"])
 
@@ -217,7 +272,7 @@ def test_boundary_search_rows_give_lower_and_upper_bracket():
     b = divergence_boundary(frame(rows), facets=())
     assert len(b) == 1
     assert b.loc[0, "max_trainable_eta"] == pytest.approx(0.225)
-    assert b.loc[0, "min_diverged_eta"] == pytest.approx(0.25)
+    assert b.loc[0, "min_failed_eta"] == pytest.approx(0.25)
 
 
 def test_best_configs_lowest_loss_or_highest_accuracy_among_ok_cells():
@@ -322,3 +377,28 @@ def test_regime_map_skips_trials_without_steps():
     trials = frame([{"warmup_steps": 1, "eta_trgt": 0.1, "status": "error"}])
     empty = steps_frame("other", np.array([1.0]), np.array([1.0]), 0.1)
     assert regime_map(trials, empty).empty
+
+
+def test_threshold_at_passes_the_trials_optimizer_its_own_hyperparameters():
+    # Flat columns as a mixed sweep loads them: another optimizer's options are null.
+    columns = {
+        "optimizer_momentum": np.nan,
+        "optimizer_nesterov": pd.NA,
+        "optimizer_beta1": np.nan,
+        "optimizer_beta2": np.nan,
+        "optimizer_eps": np.nan,
+        "optimizer_weight_decay": np.nan,
+    }
+
+    def trial(optimizer: str, **hyper) -> pd.Series:
+        flat = {f"optimizer_{k}": v for k, v in hyper.items()}
+        return pd.Series({**columns, "optimizer": optimizer, **flat})
+
+    assert threshold_at(trial("sgd"), 0.1) == pytest.approx(20.0)  # 2 / eta
+    heavy_ball = trial("sgd", momentum=0.9, nesterov=False, weight_decay=0.5)
+    assert threshold_at(heavy_ball, 0.1) == pytest.approx(37.5)  # (2 + 1.8) / 0.1 - 0.5
+    nesterov = trial("sgd", momentum=0.5, nesterov=True)
+    assert threshold_at(nesterov, 0.1) == pytest.approx(15.0)  # (2 + 1) / ((1 + 1) 0.1)
+    assert threshold_at(trial("adam", beta1=0.5, eps=1e-8), 0.1) == pytest.approx(60.0)
+    # An option of another optimizer, set by hand, is not passed on (SGD takes no beta1).
+    assert threshold_at(trial("sgd", beta1=0.5), 0.1) == pytest.approx(20.0)

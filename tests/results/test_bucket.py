@@ -8,9 +8,12 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
 
-from results import load, read_statuses, sweep_dir, write_trial
-from results.store import STATUS_CACHE, resolve
-from tests.results.test_store import steps_of, summary
+from results import STATUS_CACHE, load, read_statuses, resolve, sweep_dir, write_trial
+from tests.results.rows import steps_of, summary
+
+pytestmark = pytest.mark.integration
+
+pytestmark = pytest.mark.integration
 
 
 def _keys(uri: str) -> list[str]:

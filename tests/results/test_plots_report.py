@@ -2,104 +2,24 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from results import load, write_spec, write_trial
-from results.plots import (
+from results import load, write_trial
+from results.plots import plot_boundary, plot_phase_diagrams
+from results.report import analyze, markdown_table, result_sentence
+from results.trajectory_plots import (
     choose_trajectory_trials,
     has_adam_and_giadam,
     plot_adam_vs_giadam,
-    plot_boundary,
-    plot_phase_diagrams,
     plot_trajectories,
     plot_trajectories_by_facet,
 )
-from results.report import analyze, markdown_table
-
-NUM_STEPS = 30
-
-
-def _steps(opt: str, eta: float, warmup: int, diverged_at: int | None) -> dict:
-    t = np.arange(NUM_STEPS)
-    lr = eta * np.minimum(1.0, (t + 1) / warmup)
-    loss = np.exp(-t / 10) + 0.05
-    if diverged_at is not None:
-        loss[diverged_at:] = np.nan
-        loss[diverged_at - 1] = 1e4
-    sharp = np.where(t % 5 == 0, 8.0 + t / 5, np.nan)
-    columns = {"step": t, "lr": lr, "train_loss": loss, "train_accuracy": 1 - loss / 2}
-    if opt == "sgd":
-        columns |= {"sharpness": sharp, "threshold": 2.0 / lr}
-    else:
-        columns |= {"preconditioned_sharpness": sharp * 10, "threshold": 38.0 / lr}
-    return columns
-
-
-def make_sweep(root, sweep: str = "demo") -> list[dict]:
-    """Twelve SGD trials (warmup x relative eta) plus an Adam / GI-Adam pair; known statuses."""
-    written = []
-    statuses = {
-        # (warmup, eta x lambda0): status
-        (1, 1.0): "completed",
-        (1, 2.0): "completed",
-        (1, 4.0): "diverged",
-        (1, 8.0): "diverged",
-        (4, 1.0): "completed",
-        (4, 2.0): "stuck",
-        (4, 4.0): "completed",
-        (4, 8.0): "diverged",
-        (16, 1.0): "error",
-        (16, 2.0): "completed",
-        (16, 4.0): "completed",
-        (16, 8.0): "completed",
-    }
-    lambda0 = 20.0
-    cases = [("sgd", w, rel, s) for (w, rel), s in statuses.items()]
-    cases += [("adam", 1, 1e-3, "diverged"), ("gi-adam", 1, 1e-3, "completed")]
-    for i, (opt, warmup, eta, status) in enumerate(cases):
-        relative = opt == "sgd"
-        eta_abs = eta / lambda0 if relative else eta
-        diverged_at = 12 if status == "diverged" else None
-        summary = {
-            "trial_id": f"trial-{i:02d}",
-            "status": status,
-            "diverged_step": diverged_at,
-            "error": "RuntimeError: injected" if status == "error" else None,
-            "model": "fcn",
-            "dataset": "digits",
-            "loss": "mse",
-            "parameterization": "sp",
-            "init_scale": 1.0,
-            "optimizer": opt,
-            "eta_trgt": eta_abs,
-            "eta_trgt_relative": eta if relative else None,
-            "eta_init": 0.0,
-            "eta_init_mode": "zero",
-            "warmup_steps": warmup,
-            "warmup_shape": "linear",
-            "schedule": "constant",
-            "num_steps": NUM_STEPS,
-            "batch_size": 64,
-            "init_seed": 0,
-            "data_seed": 0,
-            "lambda0": lambda0,
-            "eta_c": 0.1,
-            "final_train_loss": None if status in ("diverged", "error") else 0.1 + 0.01 * i,
-            "final_test_loss": None if status in ("diverged", "error") else 0.2 + 0.01 * i,
-            "final_test_accuracy": None if status in ("diverged", "error") else 0.9 - 0.01 * i,
-            "wall_time_s": 1.5,
-            "device": "cpu",
-            "node": "local",
-            "package_version": "0.1.0",
-            "model_width": 64,
-        }
-        steps = {"step": []} if status == "error" else _steps(opt, eta_abs, warmup, diverged_at)
-        write_trial(root, sweep, summary, steps)
-        written.append(summary)
-    write_spec(root, sweep, f"name: {sweep}\n")
-    return written
+from tests.results.demo_sweep import make_sweep, steps_of
 
 
 @pytest.fixture(scope="module")
@@ -136,16 +56,11 @@ def test_phase_diagram_has_a_panel_per_facet_with_labelled_axes(sweep):
     sgd = next(ax for ax in panels if ax.get_title() == "optimizer=sgd")
     assert "lambda_0" in sgd.get_xlabel()
     assert [t.get_text() for t in sgd.get_yticklabels()] == ["1", "4", "16"]
-    assert [t.get_text() for t in sgd.get_xticklabels()] == [
-        "0",
-        "1",
-        "2",
-        "3",
-    ]  # log2 of 1, 2, 4, 8
+    assert [t.get_text() for t in sgd.get_xticklabels()] == ["1", "2", "4", "8"]  # the grid
     assert sum(t.get_text() == "×" for t in sgd.texts) == 3  # three diverged cells
     legend = [t.get_text() for t in fig.legends[0].get_texts()]
     assert any("diverged" in s for s in legend) and any("boundary" in s for s in legend)
-    assert any("final_test_loss" in ax.get_ylabel() for ax in fig.axes)  # the colorbar
+    assert any("final test loss" in ax.get_ylabel() for ax in fig.axes)  # the colorbar, in words
 
 
 def test_trajectory_choice_compares_warmups_at_one_eta(sweep):
@@ -163,10 +78,10 @@ def test_trajectories_by_facet_draws_a_column_per_facet(sweep, tmp_path):
     fig = plot_trajectories_by_facet(trials, steps, path=tmp_path / "by_facet.png")
     # Facets with step rows: sgd, adam, gi-adam (optimizer varies); loss and sharpness rows.
     assert len(fig.axes) == 2 * 3
-    assert [ax.get_title() for ax in fig.axes[:3]] == [
+    assert [ax.get_title() for ax in fig.axes[:3]] == [  # panel order: SGD first
+        "optimizer=sgd",
         "optimizer=adam",
         "optimizer=gi-adam",
-        "optimizer=sgd",
     ]
     assert (tmp_path / "by_facet.png").stat().st_size > 10_000
     with pytest.raises(ValueError, match="two facets"):
@@ -213,17 +128,27 @@ def test_analyze_partial_sweep_with_truncated_file(sweep, tmp_path):
     summary = (tmp_path / "out" / "summary.md").read_text()
     assert "14 trials found of 15 expected" in summary
     assert "zz-killed.parquet" in summary
-    # Boundary of the SGD facet (relative etas): warmup 1 -> 2 (first diverged 4),
-    # warmup 4 -> 4 (first diverged 8), warmup 16 -> 8 (none diverged).
-    sgd_rows = [line for line in summary.splitlines() if line.startswith("| sp | sgd |")]
-    boundary_rows = [r for r in sgd_rows if "eta_trgt_relative" in r][:3]
-    cells = [[c.strip() for c in r.strip("|").split("|")] for r in boundary_rows]
-    assert [(c[3], c[5], c[6]) for c in cells] == [
+    # Boundary of the SGD facet (relative etas): warmup 1 -> 2 (first failed 4),
+    # warmup 4 -> 4 (stuck at 2 below it; first failed 8), warmup 16 -> at least 8,
+    # the top of the grid (nothing failed).
+    rows = _markdown_rows(summary, "## Divergence boundary")
+    sgd = [r for r in rows if r["optimizer"] == "sgd"]
+    assert [(r["warmup_steps"], r["largest_trainable"], r["min_failed_eta"]) for r in sgd] == [
         ("1", "2", "4"),
         ("4", "4", "8"),
-        ("16", "8", "–"),
+        ("16", "≥ 8", "–"),
     ]
     assert "## Regimes" in summary and "sharpening" in summary
+
+
+def _markdown_rows(text: str, section: str) -> list[dict[str, str]]:
+    """The rows of the first markdown table after the heading `section`, by column name."""
+    lines = text.split(section, 1)[1].splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    end = next((i for i, line in enumerate(lines) if line.startswith("## ")), len(lines))
+    table = [line for line in lines[:end] if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table]
+    return [dict(zip(cells[0], row, strict=True)) for row in cells[2:]]
 
 
 def test_analyze_empty_sweep_writes_summary_only(tmp_path):
@@ -245,9 +170,160 @@ def test_a_swept_warmup_shape_is_a_facet_not_a_seed(tmp_path):
     written = make_sweep(tmp_path / "res")
     # The same grid point once more, with adaptive warmup: it must get its own cell.
     adaptive = {**written[0], "trial_id": "trial-adaptive", "warmup_shape": "adaptive"}
-    write_trial(tmp_path / "res", "demo", adaptive, _steps("sgd", adaptive["eta_trgt"], 1, None))
+    write_trial(tmp_path / "res", "demo", adaptive, steps_of("sgd", adaptive["eta_trgt"], 1, None))
     analyze(tmp_path / "res" / "demo", tmp_path / "out")
     summary = (tmp_path / "out" / "summary.md").read_text()
     header = next(line for line in summary.splitlines() if "max_trainable_eta" in line)
     assert "warmup_shape" in header
     assert "| adaptive |" in summary and "| linear |" in summary
+
+
+# --------------------------------------------------------------------------- honest figures
+
+
+def _texts(ax) -> list[str]:
+    return [t.get_text() for t in ax.texts]
+
+
+def test_a_boundary_at_the_top_of_the_grid_is_drawn_and_written_as_a_lower_bound(sweep, tmp_path):
+    trials, _ = load(sweep)
+    sgd = trials[trials["optimizer"] == "sgd"]
+    fig = plot_boundary(sgd, facets=("optimizer",))
+    ax = fig.axes[0]
+    # warmup 16: nothing failed up to 8, the grid's top -> "≥ 8" with an arrow up.
+    assert "≥ 8" in _texts(ax)
+    arrows = [c for c in ax.get_children() if type(c).__name__ == "Annotation" and c.arrow_patch]
+    assert len(arrows) == 1
+    # x ticks at the warmup lengths themselves, y ticks at the grid's etas.
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "4", "16"]
+    assert {"2", "4", "8"} <= {t.get_text() for t in ax.get_yticklabels()}
+    analyze(sweep, tmp_path / "out")
+    summary = (tmp_path / "out" / "summary.md").read_text()
+    assert "| 16 | eta_trgt_relative | ≥ 8 |" in summary
+
+
+def test_a_boundary_below_the_grid_is_written_as_less_than_its_lowest_eta(tmp_path):
+    written = make_sweep(tmp_path / "res")
+    failing = [
+        {**row, "trial_id": f"low-{i}", "status": "diverged", "warmup_steps": 2}
+        for i, row in enumerate(written[:4])  # warmup 2: etas 1, 2, 4, 8 all diverged
+    ]
+    for row in failing:
+        write_trial(tmp_path / "res", "demo", row, {"step": [0], "train_loss": [float("nan")]})
+    trials, _ = load(tmp_path / "res" / "demo")
+    fig = plot_boundary(trials[trials["optimizer"] == "sgd"], facets=("optimizer",))
+    assert "< 1" in _texts(fig.axes[0])
+
+
+def test_every_uncertainty_bar_is_drawn_even_for_one_warmup(sweep):
+    trials, _ = load(sweep)
+    # warmup 1 only: one point with a bar from 2 (largest trainable) to 4 (first failed).
+    one = trials[(trials["optimizer"] == "sgd") & (trials["warmup_steps"] == 1)]
+    ax = plot_boundary(one, facets=("optimizer",)).axes[0]
+    segments = [seg for c in ax.collections for seg in c.get_segments()]
+    assert len(segments) == 1
+    (x0, y0), (x1, y1) = segments[0]
+    assert (x0, x1, y0, y1) == (1.0, 1.0, 2.0, 4.0)
+
+
+def test_panels_put_sp_before_mup_and_name_every_trajectory_facet(tmp_path):
+    make_sweep(tmp_path / "res", parameterization="mup", prefix="mup")
+    make_sweep(tmp_path / "res", parameterization="sp", prefix="sp")
+    trials, steps = load(tmp_path / "res" / "demo")
+    sgd = trials[trials["optimizer"] == "sgd"]
+    phase = plot_phase_diagrams(sgd, facets=("parameterization",))
+    titles = [ax.get_title() for ax in phase.axes if ax.get_title()]
+    assert titles == ["parameterization=sp", "parameterization=mup"]
+    by_facet = plot_trajectories_by_facet(sgd, steps, facets=("parameterization",))
+    assert [ax.get_title() for ax in by_facet.axes[:2]] == titles
+    single = plot_trajectories(sgd[sgd["parameterization"] == "mup"], steps)
+    assert "parameterization=mup" in single.get_suptitle()  # the facet shown, named
+
+
+def test_failed_cells_take_colours_viridis_never_takes(sweep):
+    from matplotlib import colormaps
+    from matplotlib.colors import to_rgb
+
+    from results.figure_style import DIVERGED_COLOR, STUCK_COLOR
+
+    viridis = colormaps["viridis"](np.linspace(0, 1, 256))[:, :3]
+    for color in (DIVERGED_COLOR, STUCK_COLOR):
+        distance = np.linalg.norm(viridis - np.array(to_rgb(color)), axis=1).min()
+        assert distance > 0.3, color
+    trials, _ = load(sweep)
+    fig = plot_phase_diagrams(trials[trials["optimizer"] == "sgd"], facets=("optimizer",))
+    faces = [p.get_facecolor()[:3] for p in fig.axes[0].patches]
+    assert sum(np.allclose(f, to_rgb(DIVERGED_COLOR)) for f in faces) == 3  # three diverged
+    assert sum(np.allclose(f, to_rgb(STUCK_COLOR)) for f in faces) == 1  # one stuck
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "diverged (any seed)" in legend and "stuck (did not learn)" in legend
+
+
+def test_colour_bar_ticks_are_round_numbers(sweep):
+    trials, _ = load(sweep)
+    for metric in ("final_test_loss", "final_test_accuracy"):
+        fig = plot_phase_diagrams(trials, metric, facets=("optimizer",))
+        colorbar = fig.axes[-1]
+        ticks = [float(t.get_text()) for t in colorbar.get_yticklabels() if t.get_text()]
+        assert len(ticks) >= 2, metric
+        for value in ticks:  # at most two significant digits: 0.05, 0.25, 0.9
+            assert float(f"{value:.2g}") == value, (metric, ticks)
+
+
+def test_the_summary_and_the_report_open_with_one_sentence(sweep, tmp_path):
+    report = analyze(sweep, tmp_path / "out", facets=("optimizer",))
+    # SGD: warmup 1 -> 2 (4 failed); warmup 16 -> at least 8 (nothing failed up to the top).
+    # Adam and GI-Adam ran one warmup length each.
+    assert report.headline == (
+        "Warmup (T_wrm 1 → 16) raised the largest trainable eta_trgt x lambda0 from 2 to "
+        "≥ 8 for optimizer=sgd; the largest trainable eta_trgt is < 0.001 at T_wrm 1 (one "
+        "warmup length) for optimizer=adam; the largest trainable eta_trgt is ≥ 0.001 at "
+        "T_wrm 1 (one warmup length) for optimizer=gi-adam (≥: nothing failed up to the top "
+        "of the grid; <: nothing trainable down to the bottom of the grid)."
+    )
+    lines = (tmp_path / "out" / "summary.md").read_text().splitlines()
+    assert lines[2] == f"**Result:** {report.headline}"
+
+
+def test_result_sentence_says_raised_left_or_moved():
+    def rows(facet: str, *cells: tuple[int, float, float, str]) -> list[dict]:
+        return [
+            {
+                "parameterization": facet,
+                "warmup_steps": w,
+                "eta_column": "eta_trgt_relative",
+                "max_trainable_eta": lo,
+                "min_failed_eta": hi,
+                "censored": censored,
+            }
+            for w, lo, hi, censored in cells
+        ]
+
+    nan = float("nan")
+    boundary = pd.DataFrame(
+        rows("sp", (1, 8, 16, "no"), (64, 32, nan, "above"))
+        + rows("mup", (1, 2, 4, "no"), (64, 2, 4, "no"))
+    )
+    assert result_sentence(boundary, ["parameterization"]) == (
+        "Warmup (T_wrm 1 → 64) raised the largest trainable eta_trgt x lambda0 from 8 to "
+        "≥ 32 for parameterization=sp and left it at 2 for parameterization=mup "
+        "(≥: nothing failed up to the top of the grid)."
+    )
+    # A lower bound that does not clear the first failure says only "moved".
+    moved = pd.DataFrame(rows("sp", (1, 8, 16, "no"), (64, 8, nan, "above")))
+    assert "moved the largest trainable" in result_sentence(moved, ["parameterization"])
+    lowered = pd.DataFrame(rows("sp", (1, 8, 16, "no"), (64, 2, 4, "no")))
+    assert "lowered the largest trainable eta_trgt x lambda0 from 8 to 2" in result_sentence(
+        lowered, ["parameterization"]
+    )
+    assert "no divergence boundary" in result_sentence(boundary.iloc[:0], ["parameterization"])
+
+
+def test_analyze_a_results_root_whose_sweeps_share_trial_ids(tmp_path):
+    make_sweep(tmp_path / "res", "first")
+    make_sweep(tmp_path / "res", "second")  # the same trial ids, as reruns of one grid give
+    report = analyze(tmp_path / "res", tmp_path / "out")
+    assert "trajectories" in {Path(p).stem for p in report.paths}, report.skipped
+    assert "adam_vs_giadam" in {Path(p).stem for p in report.paths}, report.skipped
+    assert report.skipped == {}
+    assert report.n_trials == 28

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pyarrow as pa
 import pytest
 
-from results.schema import TRIAL_SCHEMA, trial_table
+from results.schema import ADAM_FAMILY, TRIAL_SCHEMA, trial_table
 from sweeps import bundled_specs, expand, load_spec
 from trials import trial_summary
+from warmup_core import optim
 
 _ARROW_FOR = {bool: pa.bool_(), int: pa.int64(), float: pa.float64(), str: pa.string()}
 
@@ -44,3 +45,7 @@ def test_every_built_in_model_and_dataset_option_is_declared(model, dataset):
     table = trial_table({**trial_summary(config, "s", "node"), "status": "completed"})
     undeclared = set(table.schema.names) - set(TRIAL_SCHEMA.names)
     assert not undeclared, f"columns typed by guess, not declared: {sorted(undeclared)}"
+
+
+def test_the_adam_family_is_the_optimizers_one():
+    assert set(optim.ADAM_FAMILY) == ADAM_FAMILY

@@ -2,7 +2,11 @@
 
 import json
 
+import pytest
+
 from sweeps.cli import main
+
+pytestmark = pytest.mark.slow  # a benchmark run: not in the fast tier
 
 
 def test_quick_store_benchmark_prints_json_with_every_measurement(capsys):

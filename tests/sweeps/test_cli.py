@@ -22,9 +22,10 @@ from sweeps.cli import main
 from tests.sweeps.conftest import tiny_spec
 from trials import run_trial
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [pytest.mark.usefixtures("one_torch_thread"), pytest.mark.integration]
 
 
+@pytest.mark.integration
 def test_console_script_help_lists_the_commands() -> None:
     script = Path(sys.executable).parent / "warmup-sweep"
     proc = subprocess.run(
@@ -82,6 +83,27 @@ BAD_SPECS = {
     "range axis with grid search": (
         lambda d: d["grid"].update(eta_trgt={"low": 0.1, "high": 1.0}),
         "grid.eta_trgt",
+    ),
+    # digits has 1797 images; 297 of them are the test split unless test_size says else
+    "train_size beyond digits": (
+        lambda d: d["base"]["dataset"].update(train_size=5000, test_size=None),
+        "base.dataset.train_size: 5000",
+    ),
+    "train_size beyond what test_size leaves": (
+        lambda d: d["base"]["dataset"].update(train_size=1700, test_size=500),
+        "base.dataset.train_size: 1700",
+    ),
+    "test_size of all of digits": (
+        lambda d: d["base"]["dataset"].update(test_size=1797),
+        "base.dataset.test_size: 1797",
+    ),
+    "train_size beyond digits on an axis": (
+        lambda d: d["grid"].update({"dataset.train_size": [100, 1800]}),
+        "dataset.train_size: 1800",
+    ),
+    "train_size beyond CIFAR-10": (
+        lambda d: d["base"]["dataset"].update(name="cifar10", train_size=50001, test_size=None),
+        "base.dataset.train_size: 50001",
     ),
 }
 

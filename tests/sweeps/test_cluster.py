@@ -37,7 +37,7 @@ import yaml
 
 from tests.sweeps.conftest import tiny_spec
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 BIN = Path(sys.executable).parent
 RAY = BIN / "ray"

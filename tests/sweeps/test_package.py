@@ -8,6 +8,8 @@ import pkgutil
 import subprocess
 import sys
 
+import pytest
+
 import sweeps
 
 # The tool's modules; the benchmarks (run by name, never imported by the tool) are not.
@@ -23,6 +25,7 @@ def test_every_module_declares_all_and_defines_what_it_names() -> None:
             assert hasattr(module, public), f"{name}.{public}"
 
 
+@pytest.mark.integration
 def test_the_package_names_resolve_on_first_use_and_import_neither_torch_nor_ray() -> None:
     probe = (
         "import json, sys, sweeps\n"

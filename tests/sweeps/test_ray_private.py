@@ -94,12 +94,14 @@ def ray_local():
     ray.shutdown()
 
 
+@pytest.mark.integration
 def test_tune_builds_the_sweeps_trainable_class_with_its_mixins(ray_local) -> None:
     # As `sweeps.tuner` hands it to Tune: with parameters (which keeps `__mixins__`).
     fn = tune.with_parameters(trainable, base={}, results="", sweep="")
     assert issubclass(wrap_function(fn), WaitForFiles), CHANGED
 
 
+@pytest.mark.integration
 def test_a_stopped_function_trainables_report_raises_system_exit(ray_local, tmp_path) -> None:
     marks = tmp_path / "marks"
     marks.mkdir()

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import shutil
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 import ray
@@ -20,6 +22,8 @@ from sweeps import expand, init_ray, parse_spec, run_sweep
 from sweeps.boundary import BoundarySearch
 from sweeps.cli import main
 from tests.sweeps.conftest import tiny_spec
+
+pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
@@ -186,12 +190,13 @@ def test_boundary_search_brackets_divergence_with_fewer_trials(ray_local, tmp_pa
     assert outcome.exit_code == 0
     trials = pd.read_parquet(tmp_path / "boundary" / "trials")
     assert outcome.planned == len(trials) < len(BOUNDARY_ETAS)
-    diverged = trials[trials["status"] == "diverged"]["eta_trgt_relative"]
-    trainable = trials[trials["status"] != "diverged"]["eta_trgt_relative"]
-    assert 1.0 in set(trainable) and 64.0 in set(diverged)  # both ends were tried
-    assert trainable.max() < diverged.min()
-    assert math.log2(diverged.min() / trainable.max()) <= 3.0  # bisected to the resolution
-    assert f"{trainable.max():.4g} (diverges at {diverged.min():.4g})" in log.getvalue()
+    failed = trials["status"].isin(["diverged", "stuck"])  # the paper's rule, analyze's default
+    failing = trials[failed]["eta_trgt_relative"]
+    trainable = trials[~failed]["eta_trgt_relative"]
+    assert 1.0 in set(trainable) and 64.0 in set(failing)  # both ends were tried
+    assert trainable.max() < failing.min()
+    assert math.log2(failing.min() / trainable.max()) <= 3.0  # bisected to the resolution
+    assert f"{trainable.max():.4g} (fails at {failing.min():.4g})" in log.getvalue()
 
     # Resume: the search replays its choices from the files and runs nothing new.
     before = stamps(tmp_path / "boundary")
@@ -217,7 +222,7 @@ def test_boundary_rounds_pack_like_the_grid_and_find_the_same_boundary(ray_local
     assert packed.exit_code == plain.exit_code == 0
     assert packed.counts == plain.counts and packed.planned == plain.planned
     table = plain_log.getvalue().split("divergence boundary")[1]
-    assert "diverges at" in table  # both points found a bracket, not a failure
+    assert "fails at" in table  # both points found a bracket, not an error
     assert packed_log.getvalue().split("divergence boundary")[1] == table
 
 
@@ -235,27 +240,45 @@ def test_boundary_bisection_converges_on_the_threshold() -> None:
     search = BoundarySearch(spec)
     asked = _drive(search, lambda c: "diverged" if c.eta_trgt > 5.0 else "completed")
     (bracket,) = search.brackets
-    assert 2**bracket.trainable <= 5.0 < 2**bracket.diverged
-    assert bracket.diverged - bracket.trainable <= 0.25
+    assert 2**bracket.trainable <= 5.0 < 2**bracket.failing
+    assert bracket.failing - bracket.trainable <= 0.25
     assert len(asked) == 2 + math.ceil(math.log2(6 / 0.25))  # ends, then one probe a round
 
 
-def test_boundary_remembers_the_smallest_diverged_eta_even_at_eta_1() -> None:
-    # log2(1) == 0: a falsy bracket end must still count as a diverged eta.
+def test_boundary_remembers_the_smallest_failing_eta_even_at_eta_1() -> None:
+    # log2(1) == 0: a falsy bracket end must still count as a failing eta.
     spec = parse_spec(boundary_spec())
     search = BoundarySearch(spec)
     asked = _drive(search, lambda c: "diverged")
     assert len(asked) == 2  # nothing is trainable: no bisection
     (bracket,) = search.brackets
-    assert bracket.trainable is None and bracket.diverged == 0.0
-    assert "- (diverges at 1)" in search.describe()
+    assert bracket.trainable is None and bracket.failing == 0.0
+    assert "- (fails at 1)" in search.describe()
+
+
+@pytest.mark.parametrize(("stuck_trainable", "boundary"), [(False, 5.0), (True, 20.0)])
+def test_a_stuck_trial_fails_the_boundary_unless_the_search_says_otherwise(
+    stuck_trainable, boundary
+) -> None:
+    """Completed up to 5, stuck up to 20, diverged above: the paper's rule (the default)
+    puts the boundary at 5, `stuck_trainable` at 20, as `analyze` would."""
+    spec = parse_spec(boundary_spec(resolution=0.25, stuck_trainable=stuck_trainable))
+    search = BoundarySearch(spec)
+
+    def status(c) -> str:
+        return "completed" if c.eta_trgt <= 5.0 else "stuck" if c.eta_trgt <= 20.0 else "diverged"
+
+    _drive(search, status)
+    (bracket,) = search.brackets
+    assert 2**bracket.trainable <= boundary < 2**bracket.failing
+    assert ("stuck counts as trainable" in search.describe()) == stuck_trainable
 
 
 def test_boundary_point_with_an_error_is_closed_without_a_verdict() -> None:
     search = BoundarySearch(parse_spec(boundary_spec()))
     asked = _drive(search, lambda c: "error")
     assert len(asked) == 2
-    assert "failed" in search.describe()
+    assert ": error" in search.describe()
 
 
 def test_boundary_runs_one_bracket_per_point_of_the_other_axes() -> None:
@@ -348,12 +371,36 @@ def test_optuna_over_a_finite_grid_never_trains_a_trial_twice(ray_local, tmp_pat
     again = run_sweep(spec, str(tmp_path), stream=io.StringIO())
     assert again.skipped == 6 and sum(again.counts.values()) == 6
     assert stamps(sweep) == before  # a finished Optuna sweep re-run rewrites nothing
+    # The study is kept in the sweep, where optuna-dashboard opens it.
+    study = optuna.load_study(study_name="finite", storage=f"sqlite:///{sweep}/optuna.db")
+    done = [t.value for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    losses = pd.read_parquet(sweep / "trials")["final_test_loss"]
+    assert sorted(done) == pytest.approx(sorted(losses))
 
 
-def test_tensorboard_logs_are_written_by_default(ray_local, tmp_path) -> None:
-    data = tiny_spec(name="tb", grid={"eta_trgt": [0.05]})
+def test_tensorboard_and_progress_get_each_trial_by_its_id(ray_local, tmp_path) -> None:
+    data = tiny_spec(name="tb", grid={"eta_trgt": [0.05, 0.1]})
     del data["logging"]  # the default: TensorBoard on
-    data["base"]["num_steps"] = 30  # at least one progress report (every 25 steps)
-    outcome = run_sweep(parse_spec(data), str(tmp_path), stream=io.StringIO())
+    spec = parse_spec(data)
+    log = io.StringIO()
+    outcome = run_sweep(spec, str(tmp_path), stream=log)
     assert outcome.exit_code == 0
-    assert list((tmp_path / "tb" / "tune").rglob("events.out.tfevents*"))
+    planned = expand(spec)
+    runs = {p.name for p in (tmp_path / "tb" / "tensorboard").iterdir()}
+    assert runs == {p.trial_id for p in planned}
+    for p in planned:
+        assert list((tmp_path / "tb" / "tensorboard" / p.trial_id).glob("events.out.tfevents*"))
+    assert not list((tmp_path / "tb" / "tune").rglob("events.out.tfevents*"))  # not Ray's
+    lines = log.getvalue().splitlines()
+    for p in planned:  # one line per trial: its id, status, last step and swept value
+        (line,) = [line for line in lines if f"  {p.trial_id[:8]}  " in line]
+        assert re.search(rf"completed +step +20 .*eta_trgt={p.overrides['eta_trgt']:g}$", line)
+
+
+def test_a_quiet_run_prints_only_its_final_line(ray_local, tmp_path, spec_file, capsys) -> None:
+    path = spec_file(tiny_spec(name="quiet", grid={"eta_trgt": [0.05]}))
+    assert main(["run", str(path), "--results", str(tmp_path), "-q"]) == 0
+    captured = capsys.readouterr()
+    (line,) = captured.out.splitlines()
+    assert line.startswith("sweep quiet: completed 1; skipped 0 already ended; results: ")
+    assert "quiet" not in captured.err and "completed" not in captured.err, captured.err

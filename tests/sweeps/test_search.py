@@ -1,17 +1,12 @@
-"""UniqueSearch over Ray Tune's real OptunaSearch, and the progress line: no Ray started."""
+"""UniqueSearch over Ray Tune's real OptunaSearch: no Ray started."""
 
 from __future__ import annotations
-
-import io
-from types import SimpleNamespace
 
 from ray import tune
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from sweeps import expand, make_trial, parse_spec
-from sweeps.ledger import Ledger
-from sweeps.progress import Progress
 from sweeps.search import UniqueSearch
 from tests.sweeps.conftest import tiny_spec
 from trials.tune import overrides_of
@@ -51,29 +46,3 @@ def test_trials_that_already_ended_are_never_suggested() -> None:
     config = searcher.suggest("t0")
     assert make_trial(spec, overrides_of({"init_seed": 0, **config})).trial_id == planned[5]
     assert searcher.suggest("t1") == Searcher.FINISHED
-
-
-DIVERGED = {"status": "diverged", "final_test_loss": float("nan")}
-
-
-def test_progress_counts_each_member_once_as_it_ends(tmp_path) -> None:
-    # Every Tune trial is a pack (of one, unpacked): progress reports carry the members
-    # that ended since the last one, the final report every member.
-    stream = io.StringIO()
-    ledger = Ledger(str(tmp_path), "sweep")
-    progress = Progress(3, ledger, stream=stream)
-    trial = SimpleNamespace(trial_id="tune-1")
-    progress.on_trial_start(0, [], trial)
-    progress.on_trial_result(0, [], trial, {"step": 25, "ended_members": {}})  # no change
-    progress.on_trial_result(0, [], trial, {"step": 50, "ended_members": {"a": DIVERGED}})
-    final = {"step": 100, "members": {"a": DIVERGED, "b": {"status": "completed"}}}
-    progress.on_trial_result(0, [], trial, final)
-    progress.on_trial_result(0, [], trial, final)  # Tune repeats a function's last result
-    progress.on_trial_complete(0, [], trial)
-    lines = stream.getvalue().splitlines()
-    assert len(lines) == 3
-    assert lines[0].startswith("0/3 ended") and "running 1" in lines[0]
-    assert lines[1].startswith("1/3 ended | completed 0 | diverged 1") and "running 1" in lines[1]
-    assert lines[2].startswith("2/3 ended | completed 1 | diverged 1") and "running 0" in lines[2]
-    assert ledger.statuses == {"a": "diverged", "b": "completed"}
-    assert ledger.reported == {"a", "b"}

@@ -13,8 +13,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from results import write_trial
-from results.store import STATUS_CACHE
+from results import STATUS_CACHE, write_trial
 from sweeps import expand, parse_spec, pending_trials
 from sweeps.ledger import Ledger, refreshing_cache
 from tests.sweeps.conftest import tiny_spec

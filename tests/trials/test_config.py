@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from pydantic import ValidationError
 
-from trials.config import TrialConfig, apply_overrides
+from trials.config import FieldRole, TrialConfig, apply_overrides
+from warmup_core.models import MODEL_REGISTRY
+from warmup_core.registry import Option
 
 TINY = {
     "model": {"name": "fcn", "width": 16, "depth": 2},
@@ -104,6 +108,20 @@ def test_trial_id_changes_with_any_field(change: dict) -> None:
         (with_(warmup_shape="adaptive", adaptive_every=0), "adaptive_every"),
         (with_(adaptive_safety=0.5), "adaptive_safety"),  # linear warmup has no controller
         (with_(warmup_shape="catapult", adaptive_every=2), "adaptive_every"),
+        (with_(decay="cosine", eta_min=0.2), "eta_min"),  # above the absolute eta_trgt
+        (with_(decay="cosine", eta_min=1.5, eta_min_relative_to="eta_trgt"), "eta_min"),
+        (with_(eta_trgt_relative_to="lambda0", decay="cosine", eta_min=0.01), "eta_min"),
+        (with_(decay="linear", decay_power=2.0), "decay_power"),
+        (with_(decay="cosine", decay_power=-1.0), "decay_power"),
+        (with_(augment_crop_padding=-1), "augment_crop_padding"),
+        (with_(mup_conv_fan_in="input"), "mup_conv_fan_in"),
+        (with_(model={"name": "wrn", "variant": "zagoruyko"}), "model.variant"),
+        (with_(optimizer={"name": "adam", "v0_seed": 1}), "optimizer.v0_seed"),
+        (with_(optimizer={"name": "random-v0-adam", "v0_seed": -1}), "v0_seed"),
+        (
+            with_(dataset={"name": "digits", "standardize": False, "standardize_over": "example"}),
+            "dataset.standardize_over",
+        ),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -289,10 +307,6 @@ def test_trial_id_is_a_fixed_hash_of_the_fully_resolved_config():
 
 
 def test_trial_id_changes_when_a_registry_default_changes():
-    from dataclasses import replace
-
-    from warmup_core.models import MODEL_REGISTRY
-
     before = TrialConfig(**{**ID_CONFIG, "model": {"name": "fcn", "width": 16}}).trial_id()
     fcn = MODEL_REGISTRY.get("fcn")
     options = {**fcn.options, "depth": replace(fcn.options["depth"], default=3)}
@@ -311,3 +325,87 @@ def test_trial_id_ignores_checkpoint_frequency_and_data_location():
 def test_spelling_a_default_out_gives_the_same_trial_id():
     spelled = {**ID_CONFIG, "model": {**ID_CONFIG["model"], "activation": "relu", "bias": True}}
     assert TrialConfig(**spelled).trial_id() == TrialConfig(**ID_CONFIG).trial_id()
+
+
+def test_an_option_added_with_omit_default_keeps_existing_trial_ids():
+    before = TrialConfig(**ID_CONFIG).trial_id()
+    fcn = MODEL_REGISTRY.get("fcn")
+    gate = Option(str, default="none", choices=("none", "swish"), omit_default=True)
+    added = {**fcn.options, "gate": gate}
+    with MODEL_REGISTRY.override("fcn", replace(fcn, options=added)):
+        at_default = TrialConfig(**ID_CONFIG)
+        assert at_default.model.gate == "none"  # resolved into the config ...
+        assert at_default.trial_id() == before  # ... but not into its id
+        gated = {**ID_CONFIG, "model": {**ID_CONFIG["model"], "gate": "swish"}}
+        assert TrialConfig(**gated).trial_id() != before
+
+
+def test_a_field_left_out_of_ids_at_its_default_cannot_be_independent():
+    with pytest.raises(ValueError, match="omit_default"):
+        FieldRole(independent=True, omit_default=True)
+
+
+def test_eta_min_relative_to_lambda0_relative_eta_trgt_is_accepted() -> None:
+    config = TrialConfig.model_validate(
+        with_(
+            eta_trgt=2.0,
+            eta_trgt_relative_to="lambda0",
+            decay="cosine",
+            eta_min=0.1,
+            eta_min_relative_to="eta_trgt",
+            decay_power=0.0,
+        )
+    )
+    assert config.eta_min == 0.1
+
+
+def test_augmenting_text_is_refused() -> None:
+    text = {"model": {"name": "transformer", "width": 16, "depth": 1, "heads": 2}}
+    with pytest.raises(ValidationError, match="augment"):
+        TrialConfig.model_validate(
+            {**text, "dataset": {"name": "text"}, "loss": "xent", "augment_mixup": True}
+        )
+    with pytest.raises(ValidationError, match=r"dataset\.standardize_over"):
+        TrialConfig.model_validate(
+            {**text, "dataset": {"name": "text", "standardize_over": "example"}, "loss": "xent"}
+        )
+
+
+ADDED_AT_DEFAULT = {
+    "augment_flip": False,
+    "augment_crop_padding": 0,
+    "augment_mixup": False,
+    "eta_min_relative_to": "absolute",
+    "decay_power": 1.0,
+    "mup_conv_fan_in": "kernel",
+}
+
+
+@pytest.mark.parametrize("model", [{"name": "wrn", "depth": 10}, {"name": "myrtle"}])
+def test_fields_added_for_the_official_runs_keep_ids_at_their_defaults(model) -> None:
+    base = with_(model=model, dataset={"name": "digits", "train_size": 128})
+    spelled = {
+        **base,
+        **ADDED_AT_DEFAULT,
+        "model": {**model, "variant": "ours"},
+        "dataset": {**base["dataset"], "standardize_over": "dataset"},
+    }
+    plain = TrialConfig.model_validate(base)
+    assert TrialConfig.model_validate(spelled).trial_id() == plain.trial_id()
+    assert set(ADDED_AT_DEFAULT).isdisjoint(plain.id_fields())
+    changed = [
+        {**base, "augment_mixup": True},
+        {**base, "decay": "cosine", "decay_power": 2.0},
+        {**base, "model": {**model, "variant": "official"}},
+        {**base, "dataset": {**base["dataset"], "standardize_over": "example"}},
+    ]
+    ids = {TrialConfig.model_validate(c).trial_id() for c in changed}
+    assert len(ids) == len(changed) and plain.trial_id() not in ids
+
+
+def test_new_optimizers_take_their_options_with_defaults() -> None:
+    radam = TrialConfig.model_validate(with_(optimizer={"name": "radam"})).optimizer
+    assert (radam.beta1, radam.beta2, radam.eps, radam.v0_seed) == (0.9, 0.999, 1e-8, None)
+    random_v0 = TrialConfig.model_validate(with_(optimizer={"name": "random-v0-adam"}))
+    assert random_v0.optimizer.v0_seed == 0 and random_v0.optimizer.is_adam
+    assert "v0_seed" not in TrialConfig.model_validate(TINY).id_fields()["optimizer"]

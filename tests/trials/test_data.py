@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import random
 import struct
 import tarfile
 from pathlib import Path
@@ -554,3 +555,58 @@ def test_non_positive_sizes_name_the_field(field, value):
 def test_unknown_option_names_it_and_the_allowed_ones():
     with pytest.raises(ValueError, match=r"dataset\.contxt.*path, context"):
         load_dataset("text", contxt=8)
+
+
+# ---------------------------------------------------------------------------
+# MNIST-1D (generated offline) and per-example standardization
+# ---------------------------------------------------------------------------
+
+
+def test_mnist1d_is_generated_offline_as_40_feature_vectors_of_ten_classes():
+    np.random.seed(123)
+    random.seed(123)
+    before = (np.random.get_state()[1].copy(), random.getstate())
+    data = load_dataset("mnist1d", standardize=False)
+    # the package's defaults: 5000 examples, 4000 / 1000 split, 40 points, 500 per class
+    assert data.kind == "vector" and data.image_shape is None
+    assert tuple(data.x_train.shape) == (4000, 40) and tuple(data.x_test.shape) == (1000, 40)
+    assert data.num_classes == 10
+    counts = torch.bincount(torch.cat([data.y_train, data.y_test]), minlength=10)
+    assert counts.tolist() == [500] * 10
+    assert "make_dataset" in data.source
+    # the generator's seeding of NumPy's and random's global state is undone
+    assert np.array_equal(np.random.get_state()[1], before[0]) and random.getstate() == before[1]
+    again = load_dataset("mnist1d", standardize=False)
+    assert torch.equal(again.x_train, data.x_train) and torch.equal(again.y_test, data.y_test)
+
+
+def test_mnist1d_subsets_follow_the_seed_and_standardize_per_feature():
+    a = load_dataset("mnist1d", train_size=256, test_size=64, seed=1)
+    b = load_dataset("mnist1d", train_size=256, test_size=64, seed=2)
+    assert len(a.x_train) == 256 and len(a.x_test) == 64
+    assert not torch.equal(a.x_train, b.x_train)
+    full = load_dataset("mnist1d")
+    assert full.x_train.mean(0).abs().max() < 1e-5
+    assert (full.x_train.std(0, correction=0) - 1).abs().max() < 1e-4
+
+
+def test_per_example_standardization_is_the_official_one():
+    data = load_dataset("digits", as_image=True, standardize_over="example")
+    for x in (data.x_train, data.x_test):
+        flat = x.double().flatten(1)
+        assert flat.mean(1).abs().max() < 1e-6
+        assert (flat.std(1, correction=0) - 1).abs().max() < 1e-5  # population std
+    raw = load_dataset("digits", as_image=True, standardize=False)
+    i = 5  # by hand for one image: over all its pixels (and channels) together
+    x = raw.x_train[i].double()
+    want = (x - x.mean()) / x.std(correction=0)
+    assert torch.allclose(data.x_train[i].double(), want, atol=1e-6)
+    per_channel = load_dataset("digits", as_image=True)
+    assert not torch.allclose(per_channel.x_train, data.x_train)
+
+
+def test_per_example_standardization_refuses_text_and_unknown_modes():
+    with pytest.raises(DataError, match="standardize_over"):
+        load_dataset("text", standardize_over="example")
+    with pytest.raises(ValueError, match="standardize_over"):
+        load_dataset("digits", standardize_over="pixel")

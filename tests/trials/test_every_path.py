@@ -74,6 +74,7 @@ def distinct_paths(spec_name: str) -> list[TrialConfig]:
 
 
 @pytest.mark.parametrize("spec_name", sorted(bundled_specs()))
+@pytest.mark.slow
 def test_every_bundled_spec_runs_each_of_its_paths_with_sharpness(spec_name, cifar_dir):
     for config in distinct_paths(spec_name):
         tiny = shrink(config, cifar_dir)

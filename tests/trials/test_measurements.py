@@ -178,3 +178,94 @@ def test_current_batch_measurement_averages_lambda0_over_minibatches():
     result = run_trial(config)
     assert result.summary["lambda0"] == pytest.approx(sum(tops) / 3, rel=1e-7)
     assert result.steps["sharpness"][0] == pytest.approx(tops[0], rel=1e-7)  # batch of update 1
+
+
+def _rectification(t: int, beta2: float) -> float | None:
+    """RAdam's r_t (None while rho_t <= 5), from Liu et al.'s formulas as torch documents."""
+    rho_inf = 2 / (1 - beta2) - 1
+    rho = rho_inf - 2 * t * beta2**t / (1 - beta2**t)
+    if rho <= 5:
+        return None
+    return math.sqrt((rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho))
+
+
+@pytest.mark.parametrize("simple_mup", [False, True])
+def test_radam_preconditioned_sharpness_in_both_phases_matches_a_dense_operator(simple_mup):
+    # Updates 1-5 (rho_t <= 5 at beta2 = 0.999) are SGD on the bias-corrected momentum:
+    # P = 1 - beta1^t. From update 6 the rectified Adam step: P = (1 - beta1^t)(sqrt(v_t)
+    # + eps) / (r_t sqrt(1 - beta2^t)). The state is torch.optim.RAdam's own.
+    config = TrialConfig.model_validate(
+        {**TINY, "optimizer": {"name": "radam"}, "simple_mup": simple_mup, "num_steps": 8}
+    )
+    model, names, _sizes, loss = _setup(config)
+    mults = model.lr_multipliers("adam")
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    leaves = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    groups = [{"params": [p], "lr": ETA * mults[n]} for n, p in zip(names, leaves, strict=True)]
+    ref = torch.optim.RAdam(groups, betas=(beta1, beta2), eps=eps)
+
+    expected, phases = [], []
+    for t in range(1, config.num_steps + 1):
+        theta = torch.cat([p.detach().reshape(-1) for p in leaves])
+        hessian = torch.autograd.functional.hessian(loss, theta)
+        ref.zero_grad()
+        loss(torch.cat([p.reshape(-1) for p in leaves])).backward()
+        ref.step()
+        r = _rectification(t, beta2)
+        phases.append(r is not None)
+        diag = []
+        for n, p in zip(names, leaves, strict=True):
+            if r is None:
+                precond = torch.full_like(p, 1 - beta1**t)
+            else:
+                v = ref.state[p]["exp_avg_sq"]
+                precond = (1 - beta1**t) * (v.sqrt() + eps) / (r * math.sqrt(1 - beta2**t))
+            diag.append((mults[n] / precond).reshape(-1))
+        d_sqrt = torch.cat(diag).sqrt()
+        expected.append(_top(d_sqrt[:, None] * hessian * d_sqrt))
+    assert phases == [False] * 5 + [True] * 3
+
+    result = run_trial(config)
+    assert result.status in ("completed", "stuck")
+    assert result.steps["preconditioned_sharpness"] == pytest.approx(expected, rel=1e-6)
+    # the threshold is Adam's, (2 + 2 beta1) / ((1 - beta1) eta) = 38 / eta, in both phases
+    assert result.steps["threshold"] == pytest.approx([38 / ETA] * config.num_steps)
+
+
+def test_random_v0_adam_preconditioned_sharpness_matches_a_dense_operator():
+    # torch.optim.Adam started from v_0 = r * r, r ~ N(0, I) drawn in float64 from a
+    # generator seeded v0_seed, in parameter order, rescaled to ||r|| = ||g_0||.
+    seed = 5
+    config = TrialConfig.model_validate(
+        {**TINY, "optimizer": {"name": "random-v0-adam", "v0_seed": seed}, "simple_mup": True}
+    )
+    model, _names, _sizes, loss = _setup(config)
+    beta1, beta2, eps = 0.9, 0.999, 1e-8
+    leaves = [p.detach().clone().requires_grad_(True) for p in model.parameters()]
+    ref = torch.optim.Adam(leaves, lr=ETA, betas=(beta1, beta2), eps=eps)
+
+    expected = []
+    for t in range(1, config.num_steps + 1):
+        theta = torch.cat([p.detach().reshape(-1) for p in leaves])
+        hessian = torch.autograd.functional.hessian(loss, theta)
+        ref.zero_grad()
+        loss(torch.cat([p.reshape(-1) for p in leaves])).backward()
+        if t == 1:
+            gen = torch.Generator().manual_seed(seed)
+            r = [torch.randn(p.shape, generator=gen, dtype=torch.float64) for p in leaves]
+            g_norm2 = sum(float((p.grad**2).sum()) for p in leaves)
+            r_norm2 = sum(float((x**2).sum()) for x in r)
+            for p, x in zip(leaves, r, strict=True):
+                ref.state[p] = {
+                    "step": torch.tensor(0.0),
+                    "exp_avg": torch.zeros_like(p),
+                    "exp_avg_sq": x * x * g_norm2 / r_norm2,
+                }
+        ref.step()
+        v_hat = torch.cat([ref.state[p]["exp_avg_sq"].reshape(-1) for p in leaves]) / (1 - beta2**t)
+        d_sqrt = (1 / ((1 - beta1**t) * (v_hat.sqrt() + eps))).sqrt()
+        expected.append(_top(d_sqrt[:, None] * hessian * d_sqrt))
+
+    result = run_trial(config)
+    assert result.status in ("completed", "stuck")
+    assert result.steps["preconditioned_sharpness"] == pytest.approx(expected, rel=1e-6)
