@@ -17,7 +17,10 @@ from sweeps.tracking import TENSORBOARD_DIR, Tracking
 from tests.sweeps.conftest import tiny_spec
 from trials import run_trial
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.integration,
+]  # an S3-compatible server on loopback
 
 
 def kind_of(uri: str) -> pafs.FileType:

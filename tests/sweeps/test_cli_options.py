@@ -22,6 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SCRIPT = Path(sys.executable).parent / "warmup-sweep"
 
 
+@pytest.mark.integration  # runs the installed command
 def test_version_prints_the_package_version_and_exits_0() -> None:
     proc = subprocess.run(
         [str(SCRIPT), "--version"], capture_output=True, text=True, timeout=120, check=False

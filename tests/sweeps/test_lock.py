@@ -23,6 +23,8 @@ HOLDER = (
     "    time.sleep(600)\n"
 )
 
+pytestmark = pytest.mark.integration  # a second process holds the lock
+
 
 @pytest.fixture
 def holder(tmp_path):

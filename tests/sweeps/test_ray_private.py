@@ -52,6 +52,7 @@ def test_the_cluster_flag_decides_whether_a_loopback_node_address_is_kept(no_ray
     assert ray_constants.ENABLE_RAY_CLUSTER is True  # restored for a later ray.init(address)
 
 
+@pytest.mark.integration  # starts Ray
 def test_ray_init_accepts_the_hidden_node_address_keyword(no_ray) -> None:
     # ray.init refuses unknown keywords before it starts anything: only the bogus one is named.
     sigterm = signal.getsignal(signal.SIGTERM)  # ray.init installs its own handler first

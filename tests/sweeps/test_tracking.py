@@ -22,7 +22,10 @@ from sweeps.tracking import Tracking, check_trackers
 from tests.sweeps.conftest import tiny_spec
 from trials import run_trial
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")
+pytestmark = [
+    pytest.mark.usefixtures("one_torch_thread"),
+    pytest.mark.integration,
+]  # W&B and MLflow start helper processes
 
 MEASURED = ("lr", "train_loss", "sharpness", "threshold")
 
