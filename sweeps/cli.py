@@ -160,7 +160,10 @@ def _parser() -> argparse.ArgumentParser:
     specs.add_argument("--json", action="store_true")
 
     bench = command("bench", help="benchmarks that print ratios side by side")
-    bench.add_argument("which", choices=["sharpness", "overhead", "packing", "store", "paper"])
+    bench.add_argument(
+        "which",
+        choices=["sharpness", "tracking", "orchestration", "packing", "store", "gpu", "paper"],
+    )
     bench.add_argument("--json", action="store_true")
     bench.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke test")
     bench.add_argument(
@@ -171,7 +174,8 @@ def _parser() -> argparse.ArgumentParser:
         help="store: sweep sizes to measure (default 1000 10000 50000)",
     )
     bench.add_argument(
-        "--device", default="cpu", help="packing and sharpness: the device to time (cpu, cuda)"
+        "--device",
+        help="packing, sharpness, gpu and paper: the device to time (default cpu; gpu: cuda)",
     )
     return p
 
@@ -559,7 +563,9 @@ def _bench(args: argparse.Namespace) -> int:
     if args.trials and min(args.trials) < 1:
         raise UsageError("--trials: sizes must be positive")
     options = {"sizes": tuple(args.trials)} if args.trials else {}
-    if args.which in ("packing", "sharpness", "paper"):
+    if args.device and args.which not in ("packing", "sharpness", "gpu", "paper"):
+        raise UsageError("--device applies to bench packing, sharpness, gpu and paper only")
+    if args.device:
         options["device"] = args.device
     result = module.run(quick=args.quick, **options)
     print(json.dumps(result, indent=2, default=str) if args.json else module.format_table(result))

@@ -7,18 +7,21 @@ how many trials of a pack train at once (its slots); a pack holds up to
 `QUEUE` times that, and a waiting trial takes the slot of one that ended
 (continuous batching), so a pack's cost follows its trials' actual steps. Each
 group is dealt round-robin (fast and slow trials mix) into a multiple of the
-concurrent workers, so no worker idles while another runs a pack. `pack_size:
-auto` picks the slots by device and model: by free memory on a GPU; on a CPU
-by a short calibration of packed against one-at-a-time training steps, falling
-back to 1 (no packing) when packing does not pay, as for compute-bound models.
+concurrent workers, so no worker idles while another runs a pack. A pack of one
+slot runs its trials back to back in one Ray Tune trial, which saves the per-trial
+round trips of Ray. `pack_size: auto` picks the slots by device and model: by free
+memory on a GPU; on a CPU 1 (no packing) for models whose training steps are
+compute-bound, else by a short calibration of packed against one-at-a-time
+training steps, packing only when it measures faster. `PackChoice.reason` says in
+one line what was chosen and why.
 """
 
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import ray
 import torch
@@ -36,8 +39,10 @@ from trials import (
 
 __all__ = [
     "CANDIDATES",
+    "CPU_COMPUTE_BOUND_FLOPS",
     "MAX_PACK",
     "QUEUE",
+    "PackChoice",
     "auto_pack_size",
     "concurrent_workers",
     "group_into_packs",
@@ -49,11 +54,22 @@ __all__ = [
 MAX_PACK = 64
 CANDIDATES = (4, 16, 64)
 CALIBRATION_S = 0.25  # shortest timing of a calibration: a few steps of a small model are noise
-# Training FLOPs per trial-step above which a CPU is compute-bound and packing gains
-# nothing (measured: MLP 3072-256-256-10 at batch 256, ~0.9 GFLOP, ran 0.6x packed).
-CPU_COMPUTE_BOUND_FLOPS = 3e8
+# Training FLOPs per trial-step (6 x batch x parameters) above which one trial already keeps
+# a CPU core busy and packing gains nothing. Measured on 2 CPU cores, one thread: an MLP
+# 64-128-128-10 at batch 512 (8e7) trained 1.77x faster packed 16 at a time; the
+# quickstart's FCN-4-128 at batch 1024 (2.6e8) ran 5.5-6.7 ms a step alone and 7-8 ms per
+# member packed; MLP 3072-256-256-10 at batch 256 (9e8) ran 0.6x packed.
+CPU_COMPUTE_BOUND_FLOPS = 1.5e8
 MIN_GAIN = 1.2  # calibrated speed-up a pack must show to be worth it
 QUEUE = 4  # a pack holds up to QUEUE x its slots in trials
+
+
+@dataclass(frozen=True)
+class PackChoice:
+    """How many trials of a pack train at once (`slots`), and one line saying why."""
+
+    slots: int
+    reason: str
 
 
 def _groups(planned: Sequence[PlannedTrial]) -> list[list[PlannedTrial]]:
@@ -102,17 +118,16 @@ def _activations_per_example(problem: Problem, config: TrialConfig) -> int:
 
 
 def training_rates(
-    config: TrialConfig, k: int, *, steps: int = 3, problem: Problem | None = None
-) -> tuple[float, float]:
-    """Trial-steps per second of plain training steps (SGD, no curvature): one trial at a
-    time, and `k` trials packed, each timed over at least `steps` steps and
-    `CALIBRATION_S` seconds. A short calibration for choosing a pack size."""
+    config: TrialConfig, ks: Sequence[int], *, steps: int = 3, problem: Problem | None = None
+) -> dict[int, float]:
+    """Trial-steps per second of plain training steps (SGD, no curvature): under key 1 one
+    trial at a time, under each k of `ks` k trials packed; each timed over at least `steps`
+    steps and `CALIBRATION_S` seconds. A short calibration for choosing a pack size."""
     problem = problem or Problem(config)
     model = problem.build_model(config.init_seed)
     idx = problem.batch(1)
     x, y = problem.x_train[idx], problem.y_train[idx]
     single = {n: p.detach().clone().requires_grad_(True) for n, p in model.named_parameters()}
-    stacked = {n: torch.stack([p.detach()] * k).requires_grad_(True) for n, p in single.items()}
     forward = packed_forward(model)
     per_member = vmap(problem.loss_and_accuracy, in_dims=(0, None))
 
@@ -124,7 +139,7 @@ def training_rates(
                 p.sub_(1e-6 * g)
         loss.item()
 
-    def packed_step() -> None:
+    def packed_step(stacked: dict[str, torch.Tensor]) -> None:
         losses = per_member(forward(stacked, x), y)[0]
         grads = torch.autograd.grad(losses.sum(), list(stacked.values()))
         with torch.no_grad():
@@ -140,14 +155,20 @@ def training_rates(
             done += 1
         return trials * done / (time.perf_counter() - start)
 
-    return rate(one_step, 1), rate(packed_step, k)
+    rates = {1: rate(one_step, 1)}
+    for k in ks:
+        stacked = {n: torch.stack([p.detach()] * k).requires_grad_(True) for n, p in single.items()}
+        rates[k] = rate(lambda s=stacked: packed_step(s), k)
+    return rates
 
 
 def auto_pack_size(
     config: TrialConfig, *, cpus: float = 1.0, problem: Problem | None = None, most: int = MAX_PACK
-) -> int:
-    """A pack size (at most `most`) for trials like `config` on its device: the measured
-    fastest, never slower than unpacked."""
+) -> PackChoice:
+    """A pack size (at most `most`) for trials like `config` on its device, never slower
+    than unpacked as far as measured, with the reason: on a GPU the most members its
+    free memory holds; on a CPU 1 for compute-bound training steps, else the calibrated
+    fastest."""
     problem = problem or Problem(config)
     model = problem.build_model(config.init_seed)
     num_params = sum(p.numel() for p in model.parameters())
@@ -161,21 +182,42 @@ def auto_pack_size(
             num_params * (4 + config.sharpness_max_iter)
             + 3 * batch * _activations_per_example(problem, config)
         )
-        return max(1, min(most, MAX_PACK, int(0.5 * free // per_member)))
-    if 6 * batch * num_params > CPU_COMPUTE_BOUND_FLOPS:
-        return 1
+        fits = int(0.5 * free // per_member)
+        return PackChoice(
+            max(1, min(most, MAX_PACK, fits)),
+            f"{device}: half its free memory ({free / 2**30:.1f} GiB) holds {fits} members "
+            f"of {per_member / 2**20:.0f} MiB (at most {min(most, MAX_PACK)})",
+        )
+    flops = 6 * batch * num_params
+    if flops > CPU_COMPUTE_BOUND_FLOPS:
+        return PackChoice(
+            1,
+            f"cpu: a training step of {flops:.1e} FLOPs (6 x batch {batch} x {num_params:,} "
+            f"parameters) keeps a core busy alone (over {CPU_COMPUTE_BOUND_FLOPS:.1e}), so "
+            "packing cannot gain; no calibration",
+        )
+    candidates = sorted({min(c, most) for c in CANDIDATES} - {1})
+    if not candidates:
+        return PackChoice(1, f"cpu: at most {most} trial per worker")
     threads = torch.get_num_threads()
     torch.set_num_threads(max(1, int(cpus)))  # what one Ray worker gets
     try:
-        best, best_rate = 1, None
-        for k in sorted({min(c, most) for c in CANDIDATES} - {1}):
-            single, packed = training_rates(config, k, problem=problem)
-            best_rate = best_rate or single
-            if packed > MIN_GAIN * best_rate:
-                best, best_rate = k, packed
+        rates = training_rates(config, candidates, problem=problem)
     finally:
         torch.set_num_threads(threads)
-    return best
+    best = 1
+    for k in candidates:
+        if rates[k] > MIN_GAIN * rates[best]:
+            best = k
+    measured = ", ".join(f"{k}: {rates[k] / rates[1]:.2f}x" for k in candidates)
+    verdict = (
+        f"packed {best} at a time trained fastest"
+        if best > 1
+        else f"no pack size trained {MIN_GAIN}x faster than one at a time"
+    )
+    return PackChoice(
+        best, f"cpu: calibrated trial-steps/s packed vs alone ({measured}); {verdict}"
+    )
 
 
 def unpackable_models(groups: Sequence[Sequence[PlannedTrial]]) -> dict[str, str]:
@@ -202,28 +244,32 @@ def resolve_pack_size(
     planned: Sequence[PlannedTrial],
     cpus: float,
     workers: int | None = None,
-) -> int:
-    """The slots of each pack: `pack_size`, or for `auto` the size calibrated on the first
-    trial of the largest group; either at most the share of that group each of the
-    `workers` (default: from Ray) trains.
+) -> PackChoice:
+    """The slots of each pack and why: `pack_size`, or for `auto` the size calibrated on
+    the first trial of the largest group; either at most the share of that group each of
+    the `workers` (default: from Ray) trains.
 
     When a model of the sweep cannot run packed (a plugin whose forward vmap refuses),
-    says so once on stderr and returns 1: the sweep runs unpacked.
+    the sweep runs unpacked (1), and the reason says so.
     """
     if pack_size == 1 or not planned:
-        return 1
+        return PackChoice(1, "pack_size 1")
     groups = _groups(planned)
     unpackable = unpackable_models(groups)
-    for name, reason in unpackable.items():
-        print(
-            f"pack_size: model {name!r} cannot run packed ({reason}); running the sweep unpacked",
-            file=sys.stderr,
-        )
     if unpackable:
-        return 1
+        why = "; ".join(f"model {name!r} cannot run packed ({r})" for name, r in unpackable.items())
+        return PackChoice(1, f"{why}; running the sweep unpacked")
     largest = max(groups, key=len)
     workers = concurrent_workers(cpus) if workers is None else workers
     share = math.ceil(len(largest) / workers)
     if pack_size != "auto":
-        return min(int(pack_size), share)
-    return 1 if share == 1 else auto_pack_size(largest[0].config, cpus=cpus, most=share)
+        slots = min(int(pack_size), share)
+        if slots == int(pack_size):
+            return PackChoice(slots, f"pack_size {pack_size}")
+        return PackChoice(
+            slots,
+            f"pack_size {pack_size}, capped at {share}: {len(largest)} trials over {workers} workers",
+        )
+    if share == 1:
+        return PackChoice(1, f"{len(largest)} trials over {workers} workers: one each")
+    return auto_pack_size(largest[0].config, cpus=cpus, most=share)

@@ -2,13 +2,13 @@
 Optuna, or a divergence-boundary search.
 
 The sweep expands its grid itself (one `tune.grid_search` over the list of
-trials or packs of trials, so Ray never expands several keys), skips trials
-whose summary file already records an ending (completed, diverged, stuck or
-stopped), and runs the rest as Ray Tune trials, packed when `pack_size` says
-so. Every run resumes: re-running a finished sweep runs nothing, and an
-interrupted one runs only what did not end. Workers write their own Parquet
-files; those files are the source of truth for resume, status and exit codes
-(`sweeps.ledger`).
+packs of trials, so Ray never expands several keys), skips trials whose summary
+file already records an ending (completed, diverged, stuck or stopped), and
+runs the rest in packs (`sweeps.packing`): each pack is one Ray Tune trial that
+trains `pack_size` of its trials at a time. Every run resumes: re-running a
+finished sweep runs nothing, and an interrupted one runs only what did not end.
+Workers write their own Parquet files; those files are the source of truth for
+resume, status and exit codes (`sweeps.ledger`).
 """
 
 from __future__ import annotations
@@ -148,19 +148,23 @@ def _fit(
 
 
 def _fit_planned(run: _Run, trials: list[PlannedTrial], run_name: str | None = None) -> None:
-    """Run planned trials, in packs when the spec's `pack_size` (resolved for them and the
-    cluster) is above 1; resume is per trial, so only the trials given are packed."""
+    """Run planned trials in packs of `pack_size` slots (resolved for them and the
+    cluster; said in one line); resume is per trial, so only the trials given are packed.
+    With one slot a pack runs its trials back to back, one Ray Tune trial for several."""
     spec = run.spec
     run.init_ray()  # the pack size depends on the cluster's workers
-    slots = resolve_pack_size(spec.pack_size, trials, spec.resources.cpu)
-    if slots == 1:
-        space = {"overrides": tune.grid_search([p.overrides for p in trials])}
-        _fit(run, space, len(trials), run_name=run_name)
-        return
-    packs = group_into_packs(trials, slots, concurrent_workers(spec.resources.cpu))
-    run.say(f"sweep {spec.name}: {len(packs)} packs, each training up to {slots} trials at once")
+    choice = resolve_pack_size(spec.pack_size, trials, spec.resources.cpu)
+    packs = group_into_packs(trials, choice.slots, concurrent_workers(spec.resources.cpu))
+    if spec.pack_size == "auto" or choice.slots != spec.pack_size:  # what was chosen, and why
+        run.say(f"sweep {spec.name}: pack_size {choice.slots}: {choice.reason}")
+    how = (
+        f"each training up to {choice.slots} trials at once"
+        if choice.slots > 1
+        else "each training its trials one after another"
+    )
+    run.say(f"sweep {spec.name}: {len(packs)} packs, {how}")
     space = {"pack": tune.grid_search([[p.overrides for p in pack] for pack in packs])}
-    _fit(run, space, len(trials), run_name=run_name, slots=slots)
+    _fit(run, space, len(trials), run_name=run_name, slots=choice.slots)
 
 
 def _run_grid(run: _Run) -> SweepOutcome:

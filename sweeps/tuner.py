@@ -38,8 +38,8 @@ def build_tuner(
     Args:
         spec: the sweep (base config, resources, retries, trackers, max_concurrent).
         results: the results location (absolute path or URI).
-        param_space: Tune's config space: `{"overrides": grid_search([...])}`, `{"pack":
-            grid_search([[...], ...])}` (packs of overrides), or a searcher's flat keys.
+        param_space: Tune's config space: `{"pack": grid_search([[...], ...])}` (packs of
+            trials' overrides) or a searcher's flat keys.
         callbacks: run before the loggers (e.g. `sweeps.progress.Progress`).
         tune_config: searcher, scheduler, samples (default: actors reused, nothing else).
         run_name: the Tune experiment's directory under the sweep (default "tune").
@@ -81,13 +81,11 @@ def _trackers(spec: SweepSpec, results: str) -> list[tune.Callback]:
 
 
 def _trial_name(trial) -> str:
-    """`<tune id>_pack<size>`, or `<tune id>_<axis>=<value>_...` for a single trial."""
-    if "pack" in trial.config:
-        return f"{trial.trial_id}_pack{len(trial.config['pack'])}"
-    overrides = trial.config.get("overrides")
-    if overrides is not None:
-        return (
-            f"{trial.trial_id}_"
-            + "_".join(f"{k.split('.')[-1]}={v}" for k, v in overrides.items())[:100]
-        )
-    return trial.trial_id
+    """`<tune id>_<axis>=<value>_...` for a pack of one trial, else `<tune id>_pack<size>`."""
+    pack = trial.config.get("pack")
+    if pack is None:
+        return trial.trial_id
+    if len(pack) > 1:
+        return f"{trial.trial_id}_pack{len(pack)}"
+    axes = "_".join(f"{k.split('.')[-1]}={v}" for k, v in pack[0].items())
+    return f"{trial.trial_id}_{axes[:100]}" if axes else trial.trial_id

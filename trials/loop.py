@@ -94,8 +94,10 @@ class _Loop:
         report: Reporter | None,
         report_every: int,
         checkpoint: Checkpointer | None,
+        unrecorded: list[Exception],
     ) -> None:
         self.pack, self.slots, self.finish = pack, slots, finish
+        self.unrecorded = unrecorded  # failures to write even an error summary
         self.report, self.report_every, self.checkpoint = report, report_every, checkpoint
         self.first = pack.members[0].config
         self.ending: set[int] = set()
@@ -117,6 +119,8 @@ class _Loop:
         """Waiting members fill the free slots; each starts at update 1 in iteration `it`."""
         while self.waiting and len(self.pack.rows) < self.slots:
             take = self.slots - len(self.pack.rows)
+            for i in self.waiting[:take]:
+                self.pack.members[i].began = time.perf_counter()
             cohort = self.pack.cohort(self.waiting[:take], start=it - 1)
             del self.waiting[:take]
             _setup(cohort, self.end)
@@ -130,8 +134,25 @@ class _Loop:
             self.admit(it)
             if not self.pack.rows:
                 return
-            self.iteration(it)
+            try:
+                self.iteration(it)
+            except TrialStopped:
+                raise
+            except Exception as exc:  # the running members fail; the waiting ones still run
+                if self.unrecorded:  # ... unless a trial cannot even record its error
+                    raise
+                self.fail_running(exc)
             it += 1
+
+    def fail_running(self, exc: Exception) -> None:
+        """Every running member ends as an error (an exception in the middle of an
+        iteration leaves their stacked state unusable), and their rows leave."""
+        for i in self.pack.rows:
+            if not self.pack.members[i].ended:
+                self.pack.members[i].out = {}  # an error's summary, as `run_pack` writes one
+                self.end(i, status="error", error=f"{type(exc).__name__}: {exc}")
+        self.ending.update(self.pack.rows)
+        self.leave()
 
     def iteration(self, it: int) -> None:
         """One update of every running row, each at its own update number."""
@@ -313,9 +334,10 @@ def run_pack(
     waiting trial takes its slot.
 
     Returns one `TrialResult` per config, in the order given, each as `run_trial`
-    would have produced it. Never raises for a failure inside the pack: members not
-    ended when an exception strikes end as `error`; it raises only when a member's
-    error summary cannot be written either.
+    would have produced it. Never raises for a failure inside the pack: the members
+    training when an exception strikes end as `error` and the waiting ones still run
+    (an exception outside training ends every member not ended yet as `error`); it
+    raises only when a member's error summary cannot be written either.
 
     Args:
         configs: trials that can share a pack (`trials.packable.check_packable`).
@@ -343,7 +365,8 @@ def run_pack(
     def finish(m: Member) -> None:
         m.ended = True
         m.summary.update(m.out)
-        m.summary["wall_time_s"] = time.perf_counter() - start
+        # From its admission to the pack (a waiting trial's wait is not its time).
+        m.summary["wall_time_s"] = time.perf_counter() - (m.began or start)
         if results is not None:
             try:
                 write_results(results, sweep, m.summary, m.steps)
@@ -357,7 +380,9 @@ def run_pack(
         problem = problem or Problem(configs[0])
         pack = StackedPack(members, problem, forward)
         it = 1 if resume is None else pack.load_state_dict(resume) + 1
-        loop = _Loop(pack, slots or len(configs), finish, report, report_every, checkpoint)
+        loop = _Loop(
+            pack, slots or len(configs), finish, report, report_every, checkpoint, unrecorded
+        )
         loop.run(it)
     except TrialStopped:  # a scheduler (ASHA) stopped it: an ending like any other
         for m in members:

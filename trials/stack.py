@@ -47,8 +47,11 @@ class Member:
     loss0: float | None = None
     ended: bool = False
     start: int | None = None  # pack iteration before its update 1 (None: still waiting)
+    began: float | None = None  # time.perf_counter() when it was admitted
     generator: torch.Generator | None = None  # its Lanczos start vectors
-    v_top: torch.Tensor | None = None  # warm starts: the last top eigenvectors
+    # Warm starts (`warmup_core.lanczos.LanczosInfo.warm_start`): the last top eigenvector
+    # and crossing detector, of H and of Adam's pre-conditioned operator.
+    v_top: torch.Tensor | None = None
     v_pre: torch.Tensor | None = None
     rates: TrialRates | None = None  # the rate of each update (fixed or adaptive)
 
@@ -232,9 +235,9 @@ class StackedPack:
         precond: Params | None = None,
         graph: Sequence[torch.Tensor] | None = None,
     ):
-        """Per row: top eigenvalue (and eigenvector) of H, or of P^-1/2 (H + l2 I) P^-1/2,
-        on the measurement batches of each row's update `ts[r]` (None: init; several
-        batches are averaged); NaN and no vector for inactive rows. `graph`: the training
+        """Per row: top eigenvalue (and warm start for the next measurement) of H, or of
+        P^-1/2 (H + l2 I) P^-1/2, on the measurement batches of each row's update `ts[r]`
+        (None: init; several batches are averaged); NaN and None for inactive rows. `graph`: the training
         step's gradient taken with its graph, when that step is on the measurement batch
         (it saves a forward and a backward)."""
         l2 = None

@@ -1,15 +1,17 @@
 """Ray Tune adapter: one function trainable that runs a pack of trials and writes their files.
 
 A single trial is a pack of one. The trainable receives its trials' overrides of
-the sweep's base config as `config["pack"]` (a list: packed grid and boundary
-rounds), `config["overrides"]` (one trial: unpacked grid and boundary rounds) or
-flat dotted keys (one trial: a searcher such as Optuna, see `overrides_of`).
-It reports progress with `tune.report` every few steps, carrying
-`ended_members` (the final metrics, status included, of the trials that ended
-since the last report), and at the end `members` (every trial's). A pack of one
-also puts its trial's final metrics at the top of the final report, where a
-searcher reads its metric (our trial id under `ID_KEY`: Tune overwrites
-`trial_id`). The Parquet files, written by the worker itself, are the record.
+the sweep's base config as `config["pack"]` (a list: grid and boundary rounds,
+whose packs may train their trials one after another) or flat dotted keys (one
+trial: a searcher such as Optuna, see `overrides_of`). It reports progress with
+`tune.report` every few steps, carrying `ended_members` (the final metrics,
+status included, of the trials that ended since the last report), and at the
+end `members` (every trial's). Each report waits for the driver, so a pack
+reports progress at most every `PACK_REPORT_S` seconds (a searcher's trial, whose
+scheduler reads every report, at every few steps). A pack of one also puts its
+trial's final metrics at the top of the final report, where a searcher reads its
+metric (our trial id under `ID_KEY`: Tune overwrites `trial_id`). The Parquet
+files, written by the worker itself, are the record.
 
 Ray internals relied on (checked against ray 2.60.0; tests/sweeps/test_ray_private.py
 fails when Ray changes them; the driver's are in `sweeps.ray_private`):
@@ -32,6 +34,7 @@ from __future__ import annotations
 import math
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +54,7 @@ __all__ = [
     "FINAL_METRICS",
     "ID_KEY",
     "LAST_STEP_KEY",
+    "PACK_REPORT_S",
     "TEXT_METRICS",
     "WRITE_WAIT_S",
     "WaitForFiles",
@@ -65,6 +69,9 @@ ID_KEY = "sweep_trial_id"  # our trial id in a Tune result
 LAST_STEP_KEY = "last_step"  # in a member's final metrics: the last step it recorded
 WRITE_WAIT_S = 120.0  # longest a stopping actor waits for its trials' files
 CHECKPOINT_FILE = "trial_state.pt"
+# Shortest time between two progress reports of a pack: each report blocks the worker
+# until the driver has processed it (a scheduling round).
+PACK_REPORT_S = 5.0
 
 # Summary fields sent to Tune at the end (searchers and schedulers read them).
 FINAL_METRICS = (
@@ -102,8 +109,8 @@ class WaitForFiles:
 
 
 def overrides_of(config: dict[str, Any]) -> dict[str, Any]:
-    """One trial's overrides from a Tune config (grid: nested; searcher: flat keys, where
-    `seed` sets both init_seed and data_seed)."""
+    """One trial's overrides from a Tune config: nested under `overrides`, or a
+    searcher's flat keys, where `seed` sets both init_seed and data_seed."""
     if "overrides" in config:
         return dict(config["overrides"])
     overrides = dict(config)
@@ -115,8 +122,8 @@ def overrides_of(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def members_of(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """The overrides of every trial of the pack a Tune config describes (one unless it
-    holds a `pack`)."""
+    """The overrides of every trial of the pack a Tune config describes (one, from a
+    searcher's flat keys, unless it holds a `pack`)."""
     if "pack" in config:
         return [dict(overrides) for overrides in config["pack"]]
     return [overrides_of(config)]
@@ -147,12 +154,18 @@ def trainable(
     torch.set_num_threads(max(1, int(cpus)))
     configs = [TrialConfig.model_validate(apply_overrides(base, o)) for o in members_of(config)]
     ended: dict[str, dict[str, Any]] = {}
+    every_s = PACK_REPORT_S if "pack" in config else 0.0
+    last = time.monotonic()
 
     def progress(metrics: dict[str, Any]) -> None:
+        nonlocal last
+        if time.monotonic() - last < every_s:
+            return  # the endings wait in `ended` for the next report
         # Tune refuses results without the searcher's metric (Optuna's final_test_loss,
         # ...), so the final metrics are in progress reports too, NaN until the end.
         _report({**_pending_metrics(), **metrics, "ended_members": dict(ended)})
         ended.clear()
+        last = time.monotonic()
 
     _FILES_WRITTEN.clear()
     try:

@@ -4,8 +4,8 @@ Lanczos (:mod:`warmup_core.lanczos`) on Hessian-vector products
 (:mod:`warmup_core.hvp`, whose module docstring states the ``params``/``loss_fn``
 conventions). :func:`sharpness` and :func:`preconditioned_sharpness` return the top
 eigenvalue as a float; :func:`top_eigenpairs` and :func:`preconditioned_eigenpairs`
-return the :class:`EigenResult` (eigenvectors for warm starts, cost, convergence);
-:func:`block_sharpness` measures K stacked independent losses at once.
+return the :class:`EigenResult` (eigenvectors, the next run's warm start, cost,
+convergence); :func:`block_sharpness` measures K stacked independent losses at once.
 """
 
 from __future__ import annotations
@@ -33,9 +33,9 @@ __all__ = [
 class EigenResult:
     """Top eigenpairs of a curvature operator, with the cost of computing them.
 
-    ``eigenvectors`` has shape (dim, k) in the flat parameter layout (dict key order);
-    pass ``eigenvectors[:, 0]`` (or the whole matrix) as ``v0`` to warm-start the next
-    measurement.
+    ``eigenvectors`` has shape (dim, k) in the flat parameter layout (dict key order).
+    To track the spectrum as it changes, pass ``warm_start`` (those vectors and a
+    crossing detector, see :mod:`warmup_core.lanczos`) as ``v0`` of the next measurement.
     """
 
     eigenvalues: tuple[float, ...]
@@ -43,6 +43,7 @@ class EigenResult:
     num_hvps: int
     converged: bool
     residuals: tuple[float, ...]
+    warm_start: Tensor
 
     @property
     def top(self) -> float:
@@ -70,8 +71,8 @@ def top_eigenpairs(
         k: how many of the largest eigenvalues to find.
         tol: relative accuracy of each eigenvalue at which Lanczos stops.
         max_iter: most HVPs.
-        v0: warm start: a flat vector, (dim, m) flat vectors, or a dict shaped like
-            ``params`` (e.g. a previous result's ``eigenvectors``).
+        v0: warm start: a previous result's ``warm_start`` (dim, m), a flat vector, or a
+            dict shaped like ``params`` (see :func:`warmup_core.lanczos.lanczos`).
         dtype: compute in this dtype (e.g. float64 for a reference) instead of params'.
         method: how HVPs are computed, one of ``hvp.HVP_METHODS``.
         generator: source of the random start vector.
@@ -180,16 +181,17 @@ def block_sharpness(
     generators: Sequence[torch.Generator | None] | None = None,
     tol: float = 1e-3,
     max_iter: int = 100,
-) -> tuple[list[float], list[Tensor]]:
-    """Top eigenvalue and unit eigenvector of every active block of ``op``, or of
-    ``P_i^-1/2 H_i P_i^-1/2`` (same spectrum as ``P_i^-1 H_i``) with ``precond``.
-    Inactive rows give NaN and a zero vector.
+) -> tuple[list[float], list[Tensor | None]]:
+    """Top eigenvalue and warm start for the next measurement (see
+    :class:`EigenResult`) of every active block of ``op``, or of ``P_i^-1/2 H_i P_i^-1/2``
+    (same spectrum as ``P_i^-1 H_i``) with ``precond``. Inactive rows give NaN and None.
 
     Args:
         op: the K blocks (members).
         precond: the stacked diagonals P, (K, ...) tensors shaped like op's params.
         active: which members to measure (default all).
-        v0: one warm start (flat vector of the member's layout) or None per member.
+        v0: one warm start (a previous warm start, or a flat vector of the member's
+            layout) or None per member.
         generators: one random source (or None) per member.
         tol, max_iter: as in :func:`top_eigenpairs`, for every member.
     """
@@ -201,7 +203,7 @@ def block_sharpness(
         d = d_inv_sqrt[rows]
         return d * op.apply_rows(d * v, rows)
 
-    values, vectors, _ = batched_lanczos(
+    values, _, infos = batched_lanczos(
         matvec,
         op.dim,
         op.k,
@@ -214,7 +216,7 @@ def block_sharpness(
         generators=generators,
         by_rows=True,
     )
-    return values[:, 0].tolist(), list(vectors[:, :, 0])
+    return values[:, 0].tolist(), [None if i is None else i.warm_start for i in infos]
 
 
 def _as_flat_v0(v0: Tensor | Params | None, op: HVPOperator) -> Tensor | None:
@@ -267,4 +269,5 @@ def _eigen_result(
         num_hvps=info.num_matvecs,
         converged=info.converged,
         residuals=info.residuals,
+        warm_start=info.warm_start,
     )

@@ -6,6 +6,13 @@ runs one Lanczos per row of a block operator, all rows sharing each block produc
 reorthogonalize fully, so top-k stays reliable at a memory cost of ``steps * dim``
 numbers per row. :func:`lanczos_tridiagonal` and :func:`tridiagonal_matrix` expose
 the bare recurrence for quadrature (spectral density) and benchmarks.
+
+Tracking a spectrum that changes (sharpness during training) warm-starts each run
+from the previous one's :attr:`LanczosInfo.warm_start`: its top-k Ritz vectors and the
+next one, a crossing detector. The start vector is the top-k vectors' sum plus the
+detector at relative weight :func:`detector_weight`: when the eigenvalue below the
+top k has since risen above them, the start's residual along the detector keeps
+Lanczos going until it has found the new top eigenvalue.
 """
 
 from __future__ import annotations
@@ -24,10 +31,10 @@ __all__ = [
     "LanczosInfo",
     "MatVec",
     "batched_lanczos",
+    "detector_weight",
     "lanczos",
     "lanczos_tridiagonal",
     "tridiagonal_matrix",
-    "warm_start_noise",
 ]
 
 MatVec = Callable[[Tensor], Tensor]
@@ -35,20 +42,29 @@ MatVec = Callable[[Tensor], Tensor]
 
 @dataclass(frozen=True)
 class LanczosInfo:
-    """Bookkeeping from one Lanczos run."""
+    """Bookkeeping from one Lanczos run, and the warm start for the next one.
+
+    ``warm_start`` (dim, k + 1): the top-k unit Ritz vectors, then the crossing detector
+    (the next Ritz vector, or the previous detector when the basis had only k vectors);
+    (dim, k) when there was neither.
+    """
 
     num_matvecs: int
     iterations: int
     converged: bool
     residuals: tuple[float, ...]  # Ritz residual bounds |beta_m * s_last,i| of the top-k
+    warm_start: Tensor
 
 
-def warm_start_noise(tol: float) -> float:
-    """Relative norm of the random part mixed into a warm start: sqrt(tol), at most 0.1.
+def detector_weight(tol: float) -> float:
+    """Relative weight of the crossing detector in a warm start: sqrt(tol), at most 0.1.
 
-    Large enough that the new top eigenvector's share of the start vector leaves a
-    residual above `tol` until it is found, small enough that a warm start from a good
-    vector still converges in a few products.
+    After an eigenvalue crossing, the detector (the previous next-to-top Ritz vector)
+    lies along the new top eigenvector, and the start vector's residual along it is
+    about weight x gap. Lanczos stops only at residuals below ``tol`` x eigenvalue, so it
+    goes on and finds the new top eigenvalue whenever the relative gap exceeds
+    tol / weight = sqrt(tol); a smaller gap is within sqrt(tol) of the value returned.
+    Without a crossing the detector costs about one product.
     """
     return min(0.1, math.sqrt(tol))
 
@@ -129,9 +145,10 @@ def lanczos(
         k: how many of the largest eigenvalues to return (at most ``dim``).
         max_iter: most Lanczos steps (matvecs), at least ``k``; capped at ``dim``.
         tol: relative accuracy of every top-k eigenvalue at which to stop.
-        v0: warm start, shape (dim,), or (dim, m) for several previous eigenvectors
-            (their normalized sum is used); a random part of relative size
-            :func:`warm_start_noise` is mixed in. Random start when None.
+        v0: warm start, shape (dim,) (that vector), or (dim, m) such as a previous
+            ``warm_start``: the first k columns summed (each normalized), the others
+            (crossing detectors) added at relative weight :func:`detector_weight`.
+            Random start when None.
         dtype: dtype of the Krylov basis and returned eigenvectors.
         device: device of the Krylov basis.
         generator: source of the random start vector and of breakdown restarts.
@@ -202,7 +219,7 @@ def batched_lanczos(
     q = torch.zeros((batch, dim), dtype=dtype, device=device)
     for i, row in enumerate(rows):
         if row.active:
-            q[i] = _start_vector(starts[i], dim, dtype, device, row.generator, tol)
+            q[i], row.detector = _start_vector(starts[i], dim, k, dtype, device, row.generator, tol)
     basis = _iterate(matvec, q, rows, steps=steps, k=k, tol=tol, by_rows=by_rows)
     return _ritz_pairs(basis, rows, k)
 
@@ -225,31 +242,37 @@ def _solver_steps(dim: int, batch: int, k: int, max_iter: int, tol: float) -> in
 def _start_vector(
     v0: Tensor | None,
     dim: int,
+    k: int,
     dtype: torch.dtype,
     device,
     generator: torch.Generator | None,
     tol: float,
-) -> Tensor:
+) -> tuple[Tensor, Tensor | None]:
+    """The unit start vector from ``v0`` (see :func:`lanczos`), and its unit crossing
+    detector (orthogonal to the wanted vectors), None without one."""
     if v0 is None:
         q = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)
-    else:
-        v0 = torch.as_tensor(v0).detach()
-        if v0.dim() == 2:
-            # Several previous eigenvectors: start from their (normalized) sum, whose
-            # Krylov space contains all of them after a few steps.
-            v0 = (v0 / v0.norm(dim=0, keepdim=True).clamp_min(1e-30)).sum(dim=1)
-        if v0.shape != (dim,):
-            raise ValueError(f"v0 must have shape ({dim},) or ({dim}, m), got {tuple(v0.shape)}")
-        q = v0.to(device=device, dtype=dtype).clone()
-        norm = q.norm()
-        if not torch.isfinite(norm) or norm == 0:
-            raise ValueError("v0 must be a finite, non-zero vector")
-        # A warm start lies along the previous top eigenvector; when two eigenvalues
-        # have crossed since, its component along the new top one can be so small that
-        # the second eigenpair converges first. A random admixture rules that out.
-        noise = torch.randn(dim, generator=generator, dtype=torch.float64).to(device, dtype)
-        q = q / norm + warm_start_noise(tol) * noise / noise.norm()
-    return q / q.norm()
+        return q / q.norm(), None
+    v0 = torch.as_tensor(v0).detach().to(device=device, dtype=dtype)
+    if v0.dim() == 1:
+        v0 = v0[:, None]
+    if v0.dim() != 2 or v0.shape[0] != dim:
+        raise ValueError(f"v0 must have shape ({dim},) or ({dim}, m), got {tuple(v0.shape)}")
+    norms = v0.norm(dim=0)
+    if not bool(torch.isfinite(norms).all()) or not bool((norms[:k] > 0).any()):
+        raise ValueError("v0 must be finite, with a non-zero vector among its first k columns")
+    unit = v0 / norms.clamp_min(1e-30)
+    # The wanted vectors: their sum's Krylov space contains each after a few steps.
+    q = unit[:, :k].sum(dim=1)
+    q = q / q.norm()
+    detector = unit[:, k:].sum(dim=1) if v0.shape[1] > k else None
+    if detector is not None:
+        detector = _orthogonalize(detector, torch.linalg.qr(unit[:, :k])[0].T)
+        norm = detector.norm()
+        detector = detector / norm if norm > 1e-3 else None  # nothing left beside the top k
+    if detector is not None:
+        q = q + detector_weight(tol) * detector
+    return q / q.norm(), detector
 
 
 @dataclass
@@ -265,6 +288,7 @@ class _Row:
     scale: float = 0.0  # largest |alpha| or beta seen: the breakdown threshold's scale
     converged: bool = False
     used: int = 0  # basis vectors (= matvecs) used
+    detector: Tensor | None = None  # the start's unit crossing detector
 
 
 def _iterate(
@@ -274,13 +298,14 @@ def _iterate(
     until each has stopped; returns the Krylov bases (batch, >= used, dim)."""
     batch, dim = q.shape
     # The basis grows by doubling rather than holding max_iter vectors per row up front:
-    # most warm-started runs converge in a few dozen steps.
-    basis = torch.zeros((batch, min(steps, 16), dim), dtype=q.dtype, device=q.device)
+    # most warm-started runs converge in a few steps. Every slot is written (zeros for a
+    # stopped row) before it is read, so nothing is zero-filled.
+    basis = torch.empty((batch, min(steps, 8), dim), dtype=q.dtype, device=q.device)
     beta_prev = torch.zeros(batch, dtype=q.dtype, device=q.device)
     m = 0
     while any(row.running for row in rows):
         if m == basis.shape[1]:
-            grown = torch.zeros((batch, min(2 * m, steps), dim), dtype=q.dtype, device=q.device)
+            grown = torch.empty((batch, min(2 * m, steps), dim), dtype=q.dtype, device=q.device)
             grown[:, :m] = basis
             basis = grown
         basis[:, m] = q
@@ -369,7 +394,8 @@ def _top_k_converged(row: _Row, beta: float, k: int, tol: float) -> bool:
 def _ritz_pairs(
     basis: Tensor, rows: list[_Row], k: int
 ) -> tuple[Tensor, Tensor, list[LanczosInfo | None]]:
-    """Every active row's top-k Ritz values and unit Ritz vectors, descending."""
+    """Every active row's top-k Ritz values and unit Ritz vectors, descending, and its
+    warm start for a next run (see :class:`LanczosInfo`)."""
     batch, _, dim = basis.shape
     values = torch.full((batch, k), math.nan, dtype=torch.float64)
     vectors = torch.zeros((batch, dim, k), dtype=basis.dtype, device=basis.device)
@@ -378,11 +404,23 @@ def _ritz_pairs(
         if not row.active:
             continue
         theta, s = np.linalg.eigh(tridiagonal_matrix(row.alphas, row.betas))
-        order = np.argsort(theta)[::-1][:k]
+        order = np.argsort(theta)[::-1][: k + 1]  # the top k, and the detector when there
         ritz = torch.as_tensor(s[:, order].copy(), dtype=basis.dtype, device=basis.device)
         vecs = basis[i, : row.used].T @ ritz
-        vectors[i] = vecs / vecs.norm(dim=0, keepdim=True)
-        values[i] = torch.as_tensor(theta[order].copy())
-        residuals = tuple(float(abs(row.beta_last * s[-1, j])) for j in order)
-        infos[i] = LanczosInfo(row.used, row.used, row.converged, residuals)
+        vecs = vecs / vecs.norm(dim=0, keepdim=True)
+        vectors[i] = vecs[:, :k]
+        values[i] = torch.as_tensor(theta[order[:k]].copy())
+        residuals = tuple(float(abs(row.beta_last * s[-1, j])) for j in order[:k])
+        warm = vecs if len(order) > k else _carried_detector(vecs, row.detector)
+        infos[i] = LanczosInfo(row.used, row.used, row.converged, residuals, warm)
     return values, vectors, infos
+
+
+def _carried_detector(top: Tensor, detector: Tensor | None) -> Tensor:
+    """The top-k vectors (dim, k) and the start's detector orthogonalized against them:
+    a basis of only k vectors has no next Ritz vector to detect the next crossing."""
+    if detector is None:
+        return top
+    d = _orthogonalize(detector, top.T)
+    norm = d.norm()
+    return top if norm <= 1e-3 else torch.cat([top, (d / norm)[:, None]], dim=1)

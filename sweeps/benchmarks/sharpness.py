@@ -1,5 +1,6 @@
 """Benchmark of sharpness measurement: HVP methods, Lanczos vs power iteration vs
-PyHessian, and warm starts over a short training run.
+PyHessian, and warm starts over a short training run (the cost of tracking during a
+trial is `warmup-sweep bench tracking`).
 
 Run via ``warmup-sweep bench sharpness [--json] [--quick]`` or ``run()`` /
 ``format_table()``. Timings are medians of repeated wall-clock measurements on
@@ -255,7 +256,7 @@ def bench_warm_start(problem: dict, steps: int, max_iter: int, seed: int) -> dic
     """HVPs to re-measure sharpness after each GD step (eta = 1/lambda0), cold vs warm."""
     loss_fn, params = problem["loss_fn"], dict(problem["params"])
     first = top_eigenpairs(loss_fn, params, tol=TOL, max_iter=max_iter)
-    eta, v0 = 1.0 / first.top, first.eigenvectors[:, 0]
+    eta, v0 = 1.0 / first.top, first.warm_start
     gen = torch.Generator().manual_seed(seed)
     cold_hvps, warm_hvps, max_disagreement = [], [], 0.0
     for _ in range(steps):
@@ -266,7 +267,7 @@ def bench_warm_start(problem: dict, steps: int, max_iter: int, seed: int) -> dic
         }
         cold = top_eigenpairs(loss_fn, params, tol=TOL, max_iter=max_iter, generator=gen)
         warm = top_eigenpairs(loss_fn, params, tol=TOL, max_iter=max_iter, v0=v0)
-        v0 = warm.eigenvectors[:, 0]
+        v0 = warm.warm_start
         cold_hvps.append(cold.num_hvps)
         warm_hvps.append(warm.num_hvps)
         max_disagreement = max(max_disagreement, abs(warm.top - cold.top) / abs(cold.top))
@@ -278,63 +279,6 @@ def bench_warm_start(problem: dict, steps: int, max_iter: int, seed: int) -> dic
         "warm_over_cold": sum(warm_hvps) / sum(cold_hvps),
         "max_rel_disagreement": max_disagreement,
     }
-
-
-# Tracking during training: the trial loop with sharpness measured every 10 and every
-# update against none after lambda0 (FCN-4-512, 1024 digits, full batch).
-TRACKING = {
-    "model": {"name": "fcn", "width": 512, "depth": 4},
-    "dataset": {"name": "digits", "train_size": 1024, "test_size": 256},
-    "eta_trgt": 0.5,
-    "eta_trgt_relative_to": "lambda0",
-    "warmup_steps": 50,
-    "eval_every": 0,
-}
-
-
-def bench_tracking(
-    steps: int, device: str = "cpu", every: tuple[int, ...] = (0, 10, 1), width: int = 512
-) -> dict:
-    """Wall time of `steps` training updates with `sharpness_every` in `every`, and the
-    largest relative difference of values measured at the same updates."""
-    from trials import Problem, run_trial
-    from trials.config import TrialConfig
-
-    configs = {
-        e: TrialConfig.model_validate(
-            {
-                **TRACKING,
-                "model": {**TRACKING["model"], "width": width},
-                "num_steps": steps,
-                "sharpness_every": e,
-                "device": device,
-            }
-        )
-        for e in every
-    }
-    problem = Problem(configs[every[0]])
-    run_trial(configs[every[0]].model_copy(update={"num_steps": 2}), problem=problem)  # warm-up
-    runs = {}
-    for e, config in configs.items():
-        start = time.perf_counter()
-        result = run_trial(config, problem=problem)
-        runs[e] = (time.perf_counter() - start, result.steps["sharpness"])
-    base = runs[every[0]][0]
-    dense = runs[min(e for e in every if e)][1] if any(every) else []
-    out: dict = {"steps": steps, "width": width, "tol": configs[every[0]].sharpness_tol}
-    out["runs"] = {}
-    for e, (seconds, values) in runs.items():
-        diffs = [
-            abs(v - d) / abs(d)
-            for v, d in zip(values, dense, strict=False)
-            if e and v is not None and d is not None
-        ]
-        out["runs"][e] = {
-            "seconds": seconds,
-            "ratio": seconds / base,
-            "max_rel_diff_to_every_1": max(diffs, default=None),
-        }
-    return out
 
 
 def run(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
@@ -358,7 +302,6 @@ def run(quick: bool = False, seed: int = 0, device: str = "cpu") -> dict:
             "top_eigenvalue": bench_top_eigenvalue(problem, seed, max_iter, solver_repeats),
             "warm_start": bench_warm_start(problem, warm_steps, max_iter, seed),
         }
-    result["tracking"] = bench_tracking(*((12, device, (0, 10, 1), 32) if quick else (200, device)))
     return result
 
 
@@ -403,18 +346,6 @@ def format_table(result: dict) -> str:
         lines.append(
             f"warm start over {warm['steps']} GD steps: {sum(warm['warm_hvps'])} vs "
             f"{sum(warm['cold_hvps'])} HVPs cold (warm/cold {warm['warm_over_cold']:.2f})"
-        )
-    track = result["tracking"]
-    lines += [
-        "",
-        f"== tracking in training: FCN-4-512, 1024 digits, full batch, "
-        f"{track['steps']} steps, tol {track['tol']:g}",
-    ]
-    for every, r in track["runs"].items():
-        diff = r["max_rel_diff_to_every_1"]
-        lines.append(
-            f"sharpness_every {every:>3}: {r['seconds']:8.1f} s  {r['ratio']:5.2f}x"
-            + ("" if diff is None else f"  max rel diff to every-1 values {diff:.1e}")
         )
     return "\n".join(lines)
 

@@ -132,3 +132,48 @@ def test_bad_arguments_are_refused(kwargs, message):
     args = {"dim": 10, "batch": 2, **kwargs}
     with pytest.raises(ValueError, match=message):
         batched_lanczos(lambda v: v, **args)
+
+
+# -- tracking: warm starts and eigenvalue crossings ---------------------------------------
+
+
+def _two_outliers(dim: int, first: float, second: float, seed: int) -> torch.Tensor:
+    """A symmetric matrix whose eigenvector e_0 has eigenvalue `first`, e_1 `second`, and
+    the rest a bulk in [0, 5], in a random orthonormal basis fixed by `seed`."""
+    gen = torch.Generator().manual_seed(seed)
+    q, _ = torch.linalg.qr(torch.randn(dim, dim, dtype=torch.float64, generator=gen))
+    bulk = 5.0 * torch.rand(dim - 2, dtype=torch.float64, generator=gen)
+    return q @ torch.diag(torch.cat([torch.tensor([first, second]).double(), bulk])) @ q.T
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("after", [(9.0, 10.0), (9.6, 10.0)])
+def test_a_crossing_of_the_top_two_eigenvalues_between_measurements_is_caught(seed, after):
+    # Measured at 10 (top) and 9; by the next measurement the two have swapped, by 10% or
+    # by 4% of the top (above sqrt(tol) = 3.2%, where the detector's guarantee starts).
+    before, later = _two_outliers(300, 10.0, 9.0, seed), _two_outliers(300, *after, seed)
+    gen = torch.Generator().manual_seed(100 + seed)
+    opts = {"tol": 1e-3, "dtype": torch.float64, "generator": gen}
+    _, _, first = lanczos(lambda v: before @ v, 300, **opts)
+    assert first.warm_start.shape == (300, 2)  # the top Ritz vector and the detector
+    torch.testing.assert_close(
+        first.warm_start.T @ first.warm_start, torch.eye(2, dtype=torch.float64), atol=1e-8, rtol=0
+    )
+    values, _, _ = lanczos(lambda v: later @ v, 300, v0=first.warm_start, **opts)
+    assert values[0].item() == pytest.approx(10.0, rel=1e-3)
+    # The previous top eigenvector alone is a near-eigenvector of `later` (of 9 or 9.6), so
+    # Lanczos from it stops at once on the wrong eigenvalue: the detector is what catches it.
+    alone, _, _ = lanczos(lambda v: later @ v, 300, v0=first.warm_start[:, 0], **opts)
+    assert alone[0].item() == pytest.approx(after[0], rel=1e-3)
+
+
+def test_a_warm_start_without_a_crossing_stops_within_a_few_products():
+    mat = _two_outliers(300, 10.0, 9.0, 0)
+    gen = torch.Generator().manual_seed(0)
+    opts = {"tol": 1e-3, "dtype": torch.float64, "generator": gen}
+    _, _, first = lanczos(lambda v: mat @ v, 300, **opts)
+    moved = mat + 1e-3 * symmetric(300, 1)  # a small step of training
+    warm, _, info = lanczos(lambda v: moved @ v, 300, v0=first.warm_start, **opts)
+    exact = torch.linalg.eigvalsh(moved)[-1].item()
+    assert warm[0].item() == pytest.approx(exact, rel=1e-3)
+    assert info.num_matvecs <= 4 < first.num_matvecs

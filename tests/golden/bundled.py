@@ -4,9 +4,11 @@
 each distinct path through it (model x optimizer x parameterization x eta_init), the
 numbers of a tiny float64 version of that trial. The expected values in
 `bundled.json` were written by this function from the code as it stood before the
-trials/ package was reorganized (commit 0e73b42); a spec bundled later was recorded
-when it was added. Record a new spec, or (`--all`) rewrite every record for a change
-that is meant to alter results, and say so in the commit:
+trials/ package was reorganized (commit 0e73b42), the curvature values (sharpness,
+preconditioned and final sharpness) again when warm starts gained a crossing detector;
+a spec bundled later was recorded when it was added. Record a new spec, or (`--all`)
+rewrite every record for a change that is meant to alter results, and say so in the
+commit:
 
     python -m tests.golden.bundled [--all]   # writes tests/golden/bundled.json
 """

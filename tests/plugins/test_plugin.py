@@ -103,7 +103,7 @@ def test_probe_measures_a_plugin_config(tmp_path, capsys):
     assert result["preconditioned_sharpness"] > 0
 
 
-def test_a_model_vmap_refuses_runs_unpacked_and_says_so_once(capsys):
+def test_a_model_vmap_refuses_runs_unpacked_and_says_why():
     class Branchy(torch.nn.Module):  # data-dependent control flow: vmap cannot batch it
         def forward(self, x):
             return x if x.sum() > 0 else -x
@@ -117,10 +117,9 @@ def test_a_model_vmap_refuses_runs_unpacked_and_says_so_once(capsys):
 
     with MODEL_REGISTRY.override("resmlp", replace(entry, builder=build)):
         planned = expand(parse_spec(SPEC))
-        assert resolve_pack_size(4, planned, 1.0) == 1
-        err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and "model 'resmlp' cannot run packed" in err[0]
-    assert resolve_pack_size(4, planned, 1.0) == 4
+        choice = resolve_pack_size(4, planned, 1.0)
+        assert choice.slots == 1 and "model 'resmlp' cannot run packed" in choice.reason
+    assert resolve_pack_size(4, planned, 1.0).slots == 4
 
 
 @pytest.mark.slow

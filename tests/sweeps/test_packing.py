@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import ray
 
-from sweeps import SweepSpec, expand, run_sweep
+from sweeps import SweepSpec, expand, packing, run_sweep
 from sweeps.packing import auto_pack_size, group_into_packs, resolve_pack_size
 
 
@@ -52,17 +52,44 @@ def test_packs_group_by_shared_fields_and_deal_trials_round_robin():
         group_into_packs(planned, 0)
 
 
-def test_auto_does_not_pack_compute_bound_models_on_cpu():
+def test_auto_does_not_pack_compute_bound_models_on_cpu_and_says_why(monkeypatch):
     spec = _spec(base={**_spec().base, "model": {"name": "fcn", "width": 512, "depth": 4}})
     config = expand(spec)[0].config.model_copy(update={"batch_size": None, "device": "cpu"})
-    assert auto_pack_size(config) == 1
+
+    def no_calibration(*args, **kwargs):
+        raise AssertionError("a compute-bound model needs no calibration")
+
+    monkeypatch.setattr(packing, "training_rates", no_calibration)
+    choice = auto_pack_size(config)
+    # 6 x 128 examples x 280,074 parameters (64-512-512-512-10 with biases).
+    params = 64 * 512 + 512 + 2 * (512 * 512 + 512) + 512 * 10 + 10
+    assert choice.slots == 1
+    assert f"{6 * 128 * params:.1e} FLOPs" in choice.reason and "cannot gain" in choice.reason
+
+
+def test_auto_calibrates_small_models_on_cpu_and_reports_the_measured_ratios(monkeypatch):
+    config = expand(_spec())[0].config.model_copy(update={"dtype": "float32"})
+    measured = {1: 100.0, 4: 150.0, 16: 110.0}  # trial-steps/s; 4 is the only real gain
+    monkeypatch.setattr(packing, "training_rates", lambda c, ks, **kw: measured)
+    choice = auto_pack_size(config, most=16)
+    assert choice.slots == 4
+    assert "4: 1.50x, 16: 1.10x" in choice.reason and "packed 4 at a time" in choice.reason
+    measured.update({4: 119.0, 16: 119.0})  # below MIN_GAIN = 1.2: not worth packing
+    assert auto_pack_size(config, most=16).slots == 1
 
 
 def test_resolve_pack_size_never_exceeds_the_largest_group():
     planned = expand(_spec())
-    assert resolve_pack_size(3, planned, 1.0) == 3
-    assert resolve_pack_size("auto", planned[:1], 1.0) == 1
-    assert 1 <= resolve_pack_size("auto", planned, 1.0) <= 3
+    assert resolve_pack_size(3, planned, 1.0).slots == 3
+    assert resolve_pack_size("auto", planned[:1], 1.0).slots == 1
+    assert 1 <= resolve_pack_size("auto", planned, 1.0).slots <= 3
+
+
+def test_one_slot_packs_hold_several_trials_to_run_back_to_back():
+    planned = expand(_spec(grid={"eta_trgt": [0.1 * i for i in range(1, 19)]}))
+    # 18 trials over 2 workers: at most QUEUE = 4 per pack, so 5 packs, rounded up to a
+    # multiple of the workers: 6 Ray trials of 3 trials each, not 18 Ray trials.
+    assert [len(p) for p in group_into_packs(planned, 1, workers=2)] == [3] * 6
 
 
 @pytest.fixture(scope="module")
@@ -103,11 +130,14 @@ def test_pack_size_spreads_the_largest_group_over_every_worker():
     planned = expand(_spec(grid={"eta_trgt": [0.1 * i for i in range(1, 17)]}))
     assert len(planned) == 16
     # 16 trials, pack_size 16, two workers: two packs of 8 slots, not one and an idle worker.
-    assert resolve_pack_size(16, planned, 1.0, workers=2) == 8
+    choice = resolve_pack_size(16, planned, 1.0, workers=2)
+    assert (
+        choice.slots == 8 and choice.reason == "pack_size 16, capped at 8: 16 trials over 2 workers"
+    )
     assert [len(p) for p in group_into_packs(planned, 8, workers=2)] == [8, 8]
     # 6 slots over two workers: two packs of 8, each training 6 at once while 2 wait.
-    assert resolve_pack_size(6, planned, 1.0, workers=2) == 6
+    assert resolve_pack_size(6, planned, 1.0, workers=2) == packing.PackChoice(6, "pack_size 6")
     assert [len(p) for p in group_into_packs(planned, 6, workers=2)] == [8, 8]
     # More workers than trials: one trial each.
-    assert resolve_pack_size(16, planned, 1.0, workers=32) == 1
-    assert resolve_pack_size(16, planned, 1.0, workers=1) == 16
+    assert resolve_pack_size(16, planned, 1.0, workers=32).slots == 1
+    assert resolve_pack_size(16, planned, 1.0, workers=1).slots == 16

@@ -214,9 +214,11 @@ def test_boundary_rounds_pack_like_the_grid_and_find_the_same_boundary(ray_local
     packed = run_sweep(parse_spec({**data, "pack_size": 2}), str(tmp_path / "p"), stream=packed_log)
     plain = run_sweep(parse_spec(data), str(tmp_path / "u"), stream=plain_log)
 
-    # Four trials over two workers: two packs of two (later rounds, one trial a point, not).
+    # Four trials over two workers: two packs of two (later rounds, one trial a point, not);
+    # with pack_size 1, two packs that train their two trials one after another.
     assert "2 packs, each training up to 2 trials at once" in packed_log.getvalue()
-    assert "packs" not in plain_log.getvalue()
+    assert "2 packs, each training its trials one after another" in plain_log.getvalue()
+    assert "at once" not in plain_log.getvalue()
     assert packed.exit_code == plain.exit_code == 0
     assert packed.counts == plain.counts and packed.planned == plain.planned
     table = plain_log.getvalue().split("divergence boundary")[1]

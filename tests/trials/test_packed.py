@@ -75,9 +75,10 @@ def unpacked(tmp_path_factory):
     return results
 
 
-# All at once; and 4 slots, so waiting trials take the slots of ended ones and rows train
-# at different updates, on different minibatches and measurement times.
-@pytest.mark.parametrize("slots", [None, 4])
+# All at once; 4 slots, so waiting trials take the slots of ended ones and rows train at
+# different updates, on different minibatches and measurement times; and one slot, so the
+# trials train one after another (how a sweep runs `pack_size: 1`).
+@pytest.mark.parametrize("slots", [None, 4, 1])
 def test_packed_grid_writes_the_same_parquet_values_as_unpacked(unpacked, tmp_path, slots):
     run_pack(GRID, results=str(tmp_path / "packed"), sweep="grid", slots=slots)
 
@@ -205,6 +206,30 @@ def test_a_member_failing_its_setup_is_an_error_and_the_pack_goes_on(monkeypatch
     assert results[0].status == "completed" and results[0].summary["eta_c"] > 0
     assert results[1].status == "error" and "no catapult here" in results[1].summary["error"]
     assert results[1].steps["step"] == []
+
+
+def test_a_member_failing_mid_training_is_an_error_and_the_waiting_ones_still_run(
+    monkeypatch,
+):
+    # One slot: the trials train one after another (a sweep's pack_size 1), and a failure
+    # of one must not take the others with it, as when each was its own Ray Tune trial.
+    configs = [_config(eta_trgt=1, num_steps=4, init_seed=s) for s in (1, 2, 3)]
+    alone = [run_trial(c) for c in configs]
+    real = loop.set_rate
+
+    def failing(config, row, lr):
+        if config.init_seed == 2 and row["step"] == 2:
+            raise RuntimeError("out of memory")
+        real(config, row, lr)
+
+    monkeypatch.setattr(loop, "set_rate", failing)
+    results = run_pack(configs, slots=1)
+    assert results[1].status == "error"
+    assert results[1].summary["error"] == "RuntimeError: out of memory"
+    assert results[1].steps["step"] == [1]  # what it recorded before the failure
+    for i in (0, 2):
+        assert results[i].status == alone[i].status
+        assert results[i].steps == alone[i].steps
 
 
 def test_packs_refuse_trials_that_differ_in_shared_fields():
