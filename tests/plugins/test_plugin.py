@@ -153,14 +153,14 @@ def test_a_packed_cli_sweep_over_the_plugin_ends_in_a_phase_diagram(tmp_path, ca
     assert (tmp_path / "analysis" / "phase_diagram.png").stat().st_size > 0
 
 
-def test_the_readme_shows_the_installed_example_verbatim():
+def test_the_plugins_page_shows_the_installed_example_verbatim():
     from tests.plugins.conftest import PLUGIN_DIR
 
-    readme = (PLUGIN_DIR.parents[2] / "README.md").read_text()
+    page = (PLUGIN_DIR.parents[2] / "docs" / "plugins.md").read_text()
     for name in ("pyproject.toml", "warmup_resmlp.py"):
-        assert (PLUGIN_DIR / name).read_text() in readme, name
+        assert (PLUGIN_DIR / name).read_text() in page, name
     assert SPEC["base"]["model"] == {"name": "resmlp", "width": 16, "blocks": 2}
-    assert "model: {name: resmlp, width: 16, blocks: 2}" in readme
+    assert "model: {name: resmlp, width: 16, blocks: 2}" in page
 
 
 @pytest.mark.parametrize(
