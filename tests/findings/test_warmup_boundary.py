@@ -1,7 +1,8 @@
-"""Finding 2: warmup raises the largest trainable eta_trgt (the divergence boundary).
+"""Finding 2: warmup raises the largest trainable eta_trgt (the divergence boundary), and
+less for muP than for SP.
 
-Small version of the quickstart spec's SP facet (FCN-4-128, MSE, GD), scanned per warmup
-length from small eta upward until the first divergence, then read with
+Small version of sweeps/specs/findings-warmup-boundary.yaml (FCN-4-128, MSE, GD), scanned
+per warmup length from small eta upward until the first divergence, then read with
 `results.divergence_boundary` like a sweep.
 """
 
@@ -14,18 +15,19 @@ from results import divergence_boundary
 from tests.findings.conftest import small_config
 from trials import run_trial
 
-ETAS = (4.0, 8.0, 16.0, 32.0, 64.0)  # multiples of 1 / lambda_H(0)
+ETAS = (2.0, 4.0, 8.0, 16.0, 32.0, 64.0)  # multiples of 1 / lambda_H(0)
 WARMUPS = (1, 16, 64)
 
 
-@pytest.mark.slow
-def test_divergence_boundary_rises_with_warmup():
+def _boundary(parameterization: str, warmups=WARMUPS) -> pd.Series:
+    """Largest trainable eta_trgt * lambda0 per warmup length, scanned from small eta
+    upward until the first divergence (larger etas diverge too)."""
     rows = []
-    for warmup in WARMUPS:
+    for warmup in warmups:
         for eta in ETAS:
             config = small_config(
                 loss="mse",
-                parameterization="sp",
+                parameterization=parameterization,
                 optimizer={"name": "sgd"},
                 eta_trgt=eta,
                 eta_trgt_relative_to="lambda0",
@@ -36,11 +38,25 @@ def test_divergence_boundary_rises_with_warmup():
             assert result.status != "error", result.summary["error"]
             rows.append(result.summary)
             if result.status == "diverged":
-                break  # larger etas diverge too; the boundary needs only the first
+                break
     boundary = divergence_boundary(pd.DataFrame(rows)).set_index("warmup_steps")
-    largest = boundary["max_trainable_eta"]
+    assert not boundary["non_monotone"].any(), boundary
+    assert boundary["max_trainable_eta"].notna().all(), boundary
+    return boundary["max_trainable_eta"]
 
-    assert not boundary["non_monotone"].any()
-    assert largest.notna().all(), boundary
+
+@pytest.mark.slow
+def test_divergence_boundary_rises_with_warmup():
+    largest = _boundary("sp")
+
     assert largest.is_monotonic_increasing, largest.to_dict()
     assert largest[WARMUPS[-1]] > largest[WARMUPS[0]], largest.to_dict()
+
+
+@pytest.mark.slow
+def test_warmup_raises_the_mup_boundary_less_than_the_sp_one():
+    """muP (small last-layer init, the sharpening regime) gains less from warmup: on the
+    bundled spec's boundary search nothing at all from T_wrm 1 to 1024."""
+    sp, mup = _boundary("sp", (1, 64)), _boundary("mup", (1, 64))
+
+    assert mup[64] / mup[1] < sp[64] / sp[1], {"sp": sp.to_dict(), "mup": mup.to_dict()}
