@@ -15,17 +15,15 @@ so both numbers are about training. Set-up is included, as a sweep pays it.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import torch
 
-from sweeps.benchmarks.packing import matmul_flops
-from trials import Problem, TrialConfig, run_pack, run_trial
+from sweeps.benchmarks.packing import matmul_flops, timed, trial_configs
+from trials import Problem, run_pack, run_trial
 
 __all__ = ["MODELS", "format_table", "run"]
 
-TRAINING_ONLY = {"sharpness_max_iter": 2, "sharpness_every": 0, "eval_every": 0}
 MODELS = {
     "small MLP 64-128-128-10, digits, batch 512": {
         "model": {"name": "fcn", "width": 128, "depth": 3},
@@ -40,40 +38,14 @@ MODELS = {
 }
 
 
-def _configs(model: dict[str, Any], k: int, steps: int, device: str) -> list[TrialConfig]:
-    return [
-        TrialConfig.model_validate(
-            {
-                **TRAINING_ONLY,
-                **model,
-                "device": device,
-                "num_steps": steps,
-                "eta_trgt": 0.01 * (1 + i % 4),
-                "init_seed": i,
-            }
-        )
-        for i in range(k)
-    ]
-
-
-def _seconds(fn, device: str) -> float:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def _packed_vs_alone(model: dict[str, Any], k: int, steps: int, device: str) -> dict[str, Any]:
-    configs = _configs(model, k, steps, device)
+    configs = trial_configs(model, k, steps, device)
     problem = Problem(configs[0])
-    warm = _configs(model, 2, 1, device)  # first calls pay one-off dispatch and allocation
+    warm = trial_configs(model, 2, 1, device)  # first calls pay one-off dispatch and allocation
     run_trial(warm[0], problem=problem)
     run_pack(warm, problem=problem)
-    alone = _seconds(lambda: [run_trial(c, problem=problem) for c in configs], device)
-    packed = _seconds(lambda: run_pack(configs, problem=problem), device)
+    alone = timed(lambda: [run_trial(c, problem=problem) for c in configs], device)
+    packed = timed(lambda: run_pack(configs, problem=problem), device)
     work = k * steps
     return {"k": k, "steps": steps, "alone": work / alone, "packed": work / packed}
 
@@ -81,7 +53,7 @@ def _packed_vs_alone(model: dict[str, Any], k: int, steps: int, device: str) -> 
 def _peak_fraction(model: dict[str, Any], steps: int, device: str, most: int) -> dict[str, Any]:
     from sweeps.packing import auto_pack_size
 
-    config = _configs(model, 1, steps, device)[0]
+    config = trial_configs(model, 1, steps, device)[0]
     problem = Problem(config)
     choice = auto_pack_size(config, problem=problem, most=most)
     k = max(choice.slots, 1)

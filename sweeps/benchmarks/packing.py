@@ -27,13 +27,14 @@ import io
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from trials import TrialConfig
 
-__all__ = ["format_table", "matmul_flops", "run"]
+__all__ = ["COMMON", "format_table", "matmul_flops", "run", "timed", "trial_configs"]
 
 SMALL = {
     "model": {"name": "fcn", "width": 128, "depth": 3},
@@ -47,9 +48,11 @@ LARGE = {
 COMMON = {"sharpness_max_iter": 2, "sharpness_every": 0, "eval_every": 0}
 
 
-def _configs(
+def trial_configs(
     model: dict[str, Any], k: int, num_steps: int, device: str = "cpu"
 ) -> list[TrialConfig]:
+    """`k` training-only trials of `model` (its model, dataset and batch keys of a trial
+    config) on `device`, at four learning rates and with `k` init seeds."""
     return [
         TrialConfig.model_validate(
             {
@@ -65,9 +68,15 @@ def _configs(
     ]
 
 
-def _timed(fn) -> float:
+def timed(fn: Callable[[], Any], device: str = "cpu") -> float:
+    """Wall-clock seconds of `fn()`; on a GPU, from and to an idle device (its queued
+    work finished)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     start = time.perf_counter()
     fn()
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
     return time.perf_counter() - start
 
 
@@ -95,19 +104,21 @@ def _in_process(
 ) -> list[dict]:
     from trials import Problem, run_pack, run_trial
 
-    problem = Problem(_configs(model, 1, num_steps, device)[0])
-    flops = _flops_per_trial_step(_configs(model, 1, num_steps, device)[0], problem)
-    warm = _configs(model, 2, 1, device)  # first calls pay one-off dispatch and allocation costs
+    problem = Problem(trial_configs(model, 1, num_steps, device)[0])
+    flops = _flops_per_trial_step(trial_configs(model, 1, num_steps, device)[0], problem)
+    warm = trial_configs(
+        model, 2, 1, device
+    )  # first calls pay one-off dispatch and allocation costs
     run_trial(warm[0], problem=problem)
     run_pack(warm, problem=problem)
     rows = []
     for k in ks:
-        configs = _configs(model, k, num_steps, device)
+        configs = trial_configs(model, k, num_steps, device)
         work = k * num_steps
-        seq = _timed(lambda c=configs: [run_trial(x, problem=problem) for x in c])
+        seq = timed(lambda c=configs: [run_trial(x, problem=problem) for x in c], device)
         row = {"k": k, "sequential": work / seq}
         for mode in ("batched", "vmap"):
-            t = _timed(lambda c=configs, m=mode: run_pack(c, problem=problem, forward=m))
+            t = timed(lambda c=configs, m=mode: run_pack(c, problem=problem, forward=m), device)
             row[mode] = work / t
         row["flops"] = flops * max(row["batched"], row["vmap"])
         rows.append(row)
@@ -121,14 +132,14 @@ def _half_diverging(num_steps: int, device: str = "cpu") -> dict[str, Any]:
 
     configs = [
         c.model_copy(update={"eta_trgt": 50.0 if i % 2 else c.eta_trgt})
-        for i, c in enumerate(_configs(SMALL, 16, num_steps, device))
+        for i, c in enumerate(trial_configs(SMALL, 16, num_steps, device))
     ]
     problem = Problem(configs[0])
     run_pack(configs[:2], problem=problem)  # warm-up
     seq: list = []
-    t_seq = _timed(lambda: seq.extend(run_trial(c, problem=problem) for c in configs))
+    t_seq = timed(lambda: seq.extend(run_trial(c, problem=problem) for c in configs), device)
     packed: list = []
-    t_pack = _timed(lambda: packed.extend(run_pack(configs, problem=problem)))
+    t_pack = timed(lambda: packed.extend(run_pack(configs, problem=problem)), device)
     statuses = [r.status for r in seq]
     return {
         "trials": len(configs),
@@ -157,7 +168,7 @@ def _quickstart() -> dict[str, Any]:
             for label, size in (("bundled", bundled.pack_size), ("1", 1), ("16", 16)):
                 spec = bundled.model_copy(update={"pack_size": size, "name": f"qs-{size}"})
                 out = os.path.join(tmp, spec.name)
-                times[label] = _timed(lambda s=spec, o=out: run_sweep(s, o, stream=io.StringIO()))
+                times[label] = timed(lambda s=spec, o=out: run_sweep(s, o, stream=io.StringIO()))
         finally:
             ray.shutdown()
     return {"cpus": cpus, "pack_size": bundled.pack_size, "seconds": times}
@@ -187,7 +198,7 @@ def _end_to_end(k: int, num_trials: int, num_steps: int) -> dict[str, Any]:
             times = {}
             for size in (1, k):
                 sweep = spec(size)
-                t = _timed(
+                t = timed(
                     lambda s=sweep: run_sweep(s, os.path.join(tmp, s.name), stream=io.StringIO())
                 )
                 times[size] = t
@@ -227,7 +238,7 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
         if not ks:
             continue
         rows = _in_process(model, ks, steps, device)
-        auto = auto_pack_size(_configs(model, 1, steps, device)[0], cpus=threads)
+        auto = auto_pack_size(trial_configs(model, 1, steps, device)[0], cpus=threads)
         result["models"].append({"name": name, "steps": steps, "rows": rows, "auto": auto})
     result["half_diverging"] = _half_diverging(3 if quick else 50, device)
     result["end_to_end"] = None if quick else _end_to_end(16, 32, 50)

@@ -13,11 +13,9 @@ training. `quick` shrinks the model and steps for a smoke test on a CPU.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import torch
-
+from sweeps.benchmarks.packing import timed
 from sweeps.spec import load_spec
 from trials import DataError, Problem, TrialConfig, run_pack, run_trial
 
@@ -71,16 +69,6 @@ def _problem(
         return configs, Problem(configs[0]), "gaussian 3x32x32 (no CIFAR-10 archives found)"
 
 
-def _timed(fn) -> float:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    fn()
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - start
-
-
 def run(
     quick: bool = False, device: str = "cpu", steps: int | None = None, data_dir: str | None = None
 ) -> dict[str, Any]:
@@ -88,8 +76,8 @@ def run(
     steps = steps or (3 if quick else 50)
     configs, problem, data = _problem(device, steps, quick, data_dir)
     run_trial(configs[0].model_copy(update={"num_steps": 1}), problem=problem)  # warm-up
-    one = _timed(lambda: [run_trial(c, problem=problem) for c in configs])
-    packed = _timed(lambda: run_pack(configs, problem=problem))
+    one = timed(lambda: [run_trial(c, problem=problem) for c in configs], device)
+    packed = timed(lambda: run_pack(configs, problem=problem), device)
     work = len(configs) * steps
     params = sum(p.numel() for p in problem.build_model(configs[0].init_seed).parameters())
     return {
