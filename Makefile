@@ -1,6 +1,7 @@
 # Two commands do all the set-up (each makes .venv and installs what it needs):
 #   make quickstart   run the quickstart sweep on an embedded local Ray and plot it
-#   make test         lint and run the whole test suite (what CI runs)
+#   make test         lint and run the whole test suite (what CI runs), on every core:
+#                     integration tests on one worker, one after another
 #   make test-fast    lint and run the fast tier: the unit tests of the science and the
 #                     store, with no Ray, subprocess, process or server (`pytest --fast`
 #                     leaves out tests marked `integration` or `slow`; tests/conftest.py
@@ -30,7 +31,7 @@ lint: $(BIN)/warmup-sweep
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n auto --dist loadgroup
 
 test-fast: lint
-	$(BIN)/python -m pytest --fast
+	$(BIN)/python -m pytest --fast -n auto

@@ -43,6 +43,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # Under pytest-xdist (`-n N --dist loadgroup`, as `make test` runs), every integration
+    # test goes to one worker, one after another as without xdist: they start Ray
+    # clusters, servers and processes that must not compete for ports and cores.
+    for item in items:
+        if item.get_closest_marker("integration"):
+            item.add_marker(pytest.mark.xdist_group("integration"))
     if not config.getoption("fast"):
         return
     left_out = [item for item in items if not in_fast_tier(item)]
