@@ -239,7 +239,9 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
             continue
         rows = _in_process(model, ks, steps, device)
         auto = auto_pack_size(trial_configs(model, 1, steps, device)[0], cpus=threads)
-        result["models"].append({"name": name, "steps": steps, "rows": rows, "auto": auto})
+        result["models"].append(
+            {"name": name, "steps": steps, "rows": rows, "auto": auto.slots, "why": auto.reason}
+        )
     result["half_diverging"] = _half_diverging(3 if quick else 50, device)
     result["end_to_end"] = None if quick else _end_to_end(16, 32, 50)
     result["quickstart"] = None if quick else _quickstart()
@@ -254,6 +256,8 @@ def format_table(result: dict[str, Any]) -> str:
     ]
     for m in result["models"]:
         lines.append(f"\n{m['name']}, {m['steps']} steps per trial; pack_size auto -> {m['auto']}")
+        if m.get("why"):
+            lines.append(f"  ({m['why']})")
         lines.append(
             f"  {'K':>3}  {'sequential':>11}  {'packed bmm':>17}  {'packed vmap':>17}  of peak"
         )
