@@ -44,9 +44,8 @@ from results.trajectory_plots import (
     trajectory_facets,
 )
 
-__all__ = ["AnalysisReport", "analyze", "markdown_table", "result_sentence"]
+__all__ = ["NOT_SETTINGS", "AnalysisReport", "analyze", "markdown_table", "result_sentence"]
 
-# Facets added when they take more than one value in the sweep.
 # Trials columns that never split a sweep into facets: a cell's axes (eta, warmup
 # length), the seeds its cells average over, and what a trial measured or where it ran.
 # Every other trials column that varies is a setting, and becomes a facet.
