@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from sweeps.benchmarks.packing import matmul_flops, timed, trial_configs
+from sweeps.packing import auto_pack_size
 from trials import Problem, run_pack, run_trial
 
 __all__ = ["MODELS", "format_table", "run"]
@@ -51,8 +52,6 @@ def _packed_vs_alone(model: dict[str, Any], k: int, steps: int, device: str) -> 
 
 
 def _peak_fraction(model: dict[str, Any], steps: int, device: str, most: int) -> dict[str, Any]:
-    from sweeps.packing import auto_pack_size
-
     config = trial_configs(model, 1, steps, device)[0]
     problem = Problem(config)
     choice = auto_pack_size(config, problem=problem, most=most)

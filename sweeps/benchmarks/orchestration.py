@@ -29,6 +29,7 @@ from typing import Any
 import torch
 import yaml
 
+from sweeps import expand, load_spec, parse_spec
 from sweeps.benchmarks.tracking import best_time
 from trials import run_trial
 
@@ -53,8 +54,6 @@ HALF_DIVERGING = {
 
 def _quickstart_spec(quick: bool) -> dict[str, Any]:
     """The bundled quickstart as plain data (tiny with `quick`)."""
-    from sweeps import load_spec
-
     spec, _ = load_spec("quickstart")
     data = spec.model_dump(mode="json", exclude_unset=True)
     if quick:
@@ -96,8 +95,6 @@ def _cli_seconds(
 
 def _serial_seconds(data: dict[str, Any], repeats: int) -> tuple[int, float]:
     """Trials of `data` and the best time of running them one after another here."""
-    from sweeps import expand, parse_spec
-
     configs = [p.config for p in expand(parse_spec(data))]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # what each Ray worker gets with resources.cpu = 1

@@ -32,7 +32,9 @@ from typing import Any
 
 import torch
 
-from trials import TrialConfig
+from sweeps import SweepSpec, init_ray, load_spec, run_sweep
+from sweeps.packing import auto_pack_size
+from trials import Problem, TrialConfig, run_pack, run_trial
 
 __all__ = ["COMMON", "format_table", "matmul_flops", "run", "timed", "trial_configs"]
 
@@ -102,8 +104,6 @@ def _flops_per_trial_step(config: TrialConfig, problem) -> float:
 def _in_process(
     model: dict[str, Any], ks: tuple[int, ...], num_steps: int, device: str = "cpu"
 ) -> list[dict]:
-    from trials import Problem, run_pack, run_trial
-
     problem = Problem(trial_configs(model, 1, num_steps, device)[0])
     flops = _flops_per_trial_step(trial_configs(model, 1, num_steps, device)[0], problem)
     warm = trial_configs(
@@ -128,7 +128,6 @@ def _in_process(
 def _half_diverging(num_steps: int, device: str = "cpu") -> dict[str, Any]:
     """16 small-MLP trials, half at a rate that diverges within a few steps: packed
     against one at a time, with both runs' statuses."""
-    from trials import Problem, run_pack, run_trial
 
     configs = [
         c.model_copy(update={"eta_trgt": 50.0 if i % 2 else c.eta_trgt})
@@ -157,8 +156,6 @@ def _quickstart() -> dict[str, Any]:
     `pack_size: 16` (packs whatever the calibration says)."""
     import ray
 
-    from sweeps import init_ray, load_spec, run_sweep
-
     bundled, _ = load_spec("quickstart")
     cpus = os.cpu_count() or 1
     times = {}
@@ -176,8 +173,6 @@ def _quickstart() -> dict[str, Any]:
 
 def _end_to_end(k: int, num_trials: int, num_steps: int) -> dict[str, Any]:
     import ray
-
-    from sweeps import SweepSpec, init_ray, run_sweep
 
     def spec(pack_size: int) -> SweepSpec:
         return SweepSpec.model_validate(
@@ -220,7 +215,6 @@ def run(quick: bool = False, device: str = "cpu") -> dict[str, Any]:
 
     `device`: where the in-process trials run ('cuda' is untested on a GPU so far); the
     end-to-end sweeps run on the CPU."""
-    from sweeps.packing import auto_pack_size
 
     threads = torch.get_num_threads()
     small_ks, large_ks = ((1, 4), ()) if quick else ((1, 4, 16, 64), (1, 4, 16))

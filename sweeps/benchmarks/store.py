@@ -27,6 +27,9 @@ from typing import Any
 import numpy as np
 import pyarrow.dataset as ds
 
+from sweeps import parse_spec, pending_trials
+from trials import trial_summary
+
 __all__ = ["format_table", "measure", "run"]
 
 STEPS_PER_TRIAL = 200
@@ -36,8 +39,6 @@ QUICK_SIZES = (60,)
 
 def _spec(planned: int):
     """A tiny-model grid of `planned` trials: 10 eta_trgt x 2 warmups x seeds."""
-    from sweeps import parse_spec
-
     seeds = max(1, planned // 20)
     return parse_spec(
         {
@@ -84,8 +85,6 @@ def measure(n: int) -> dict[str, Any]:
     Prints the mean write cost of every tenth of the writes to stderr as it goes.
     """
     from results import load, read_statuses, sweep_dir, write_trial
-    from sweeps import pending_trials
-    from trials import trial_summary
 
     spec = _spec(2 * n)
     expand_s, (pending, _) = _timed(lambda: pending_trials(spec, "/nonexistent-results"))

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from sweeps import expand, load_spec
 from trials import Problem, TrialConfig, run_trial
 
 __all__ = ["PROTOCOL", "best_time", "format_table", "run"]
@@ -81,8 +82,6 @@ def _protocol(steps: int, width: int, repeats: int) -> dict[str, Any]:
 
 def _quickstart(quick: bool, repeats: int) -> dict[str, Any]:
     """Seconds of the quickstart's trials one after another, with and without tracking."""
-    from sweeps import expand, load_spec
-
     spec, _ = load_spec("quickstart")
     configs = [p.config for p in expand(spec)]
     if quick:
