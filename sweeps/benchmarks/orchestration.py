@@ -11,7 +11,10 @@ of two, on every CPU of this machine:
 - the same with ``pack_size: 1``: shipped over ``pack_size: 1`` is what ``pack_size:
   auto`` costs or saves (a ratio of at least 1 means the shipped spec is not slower);
 - 24 small-MLP trials (12 diverge in their first updates) with ``pack_size: 16``
-  against ``pack_size: 1``, through the command line as well.
+  against ``pack_size: 1``, through the command line as well;
+- one quickstart trial of one update through the command line: what a sweep costs
+  beyond its trials (imports, Ray's start-up and shut-down, a worker's start, the
+  files). The ideal plus that is the least a sweep through Ray can take here.
 
 ``--quick`` shrinks the quickstart to a few tiny trials and leaves out the 24-trial
 sweep (for smoke tests).
@@ -63,6 +66,13 @@ def _quickstart_spec(quick: bool) -> dict[str, Any]:
             "parameterization": ["sp", "mup"],
         }
     return data
+
+
+def _one_update(quickstart: dict[str, Any]) -> dict[str, Any]:
+    """The quickstart cut to one trial of one update: the command's fixed cost."""
+    base = {**quickstart["base"], "num_steps": 1}
+    grid = {"eta_trgt": {"relative_to": "lambda0", "values": [1]}}
+    return {**quickstart, "name": "one-update", "base": base, "grid": grid}
 
 
 def _half_diverging(quick: bool) -> dict[str, Any]:
@@ -117,6 +127,7 @@ def run(quick: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         shipped = _cli_seconds(quickstart, quickstart["pack_size"], Path(tmp), cpus, repeats)
         unpacked = _cli_seconds(quickstart, 1, Path(tmp), cpus, repeats)
+        fixed = _cli_seconds(_one_update(quickstart), 1, Path(tmp), cpus, repeats)
         # --quick times the quickstart only: each command pays Ray's start-up.
         if not quick:
             packed_16 = _cli_seconds(diverging, 16, Path(tmp), cpus, repeats)
@@ -134,6 +145,8 @@ def run(quick: bool = False) -> dict[str, Any]:
             "shipped_s": shipped,
             "pack_size_1_s": unpacked,
             "shipped_over_ideal": shipped / ideal,
+            "fixed_s": fixed,
+            "floor_over_ideal": (ideal + fixed) / ideal,
             "packing_speedup": unpacked / shipped,
         },
         "half_diverging": None
@@ -161,6 +174,8 @@ def format_table(result: dict[str, Any]) -> str:
         f"{q['shipped_over_ideal']:.2f}x the ideal",
         f"  warmup-sweep run, pack_size 1      {q['pack_size_1_s']:8.1f} s  "
         f"pack_size {q['pack_size']}: {q['packing_speedup']:.2f}x the speed of pack_size 1",
+        f"  warmup-sweep run, 1 trial, 1 update {q['fixed_s']:7.1f} s  "
+        f"fixed cost: no sweep through Ray here goes below {q['floor_over_ideal']:.2f}x",
     ]
     if h is not None:
         lines += [

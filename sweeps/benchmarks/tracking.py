@@ -12,6 +12,13 @@ core, as a sweep's workers run), each timing the best of two runs in this proces
 Ratios are times over the run without tracking. Sharpness values are exact to
 ``sharpness_tol`` whatever the schedule, so the measured values of the every-10 run
 are compared with the every-update run's at the same updates.
+
+It also times one Hessian-vector product on the protocol's model and data (on the
+gradient graph, as tracking computes them) against one training gradient, and states
+what that implies: the ratio no tracker of exact products can go below, with one
+product per measurement (any measurement) and with two (the fewest that can see the
+top two eigenvalues cross), and how many products' worth of time each measurement
+took.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import torch
 
 from sweeps import expand, load_spec
 from trials import Problem, TrialConfig, run_trial
+from warmup_core.hvp import HVPOperator
 
 __all__ = ["PROTOCOL", "best_time", "format_table", "run"]
 
@@ -40,6 +48,9 @@ PROTOCOL = {
 }
 EVERY = (0, 10, 1)  # sharpness_every of the protocol's runs; 0 is the baseline
 REPEATS = 2  # best of
+# The fewest products per measurement: any measurement needs one; seeing the top two
+# eigenvalues cross needs the operator on two directions.
+FLOOR_PRODUCTS = {10: 2, 1: 1}
 
 
 def best_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
@@ -63,6 +74,7 @@ def _protocol(steps: int, width: int, repeats: int) -> dict[str, Any]:
     for every, config in configs.items():
         seconds, result = best_time(lambda c=config: run_trial(c, problem=problem), repeats)
         runs[every] = {"seconds": seconds, "sharpness": result.steps["sharpness"]}
+    costs = _product_cost(problem, configs[0], repeats)
     dense = runs[1]["sharpness"]
     sparse = runs[10]["sharpness"]
     diffs = [
@@ -77,7 +89,36 @@ def _protocol(steps: int, width: int, repeats: int) -> dict[str, Any]:
         "seconds": {e: r["seconds"] for e, r in runs.items()},
         "ratio": {e: r["seconds"] / runs[0]["seconds"] for e, r in runs.items()},
         "max_rel_diff_every_10_vs_1": max(diffs, default=None),
+        **costs,
+        "floor": {
+            e: 1 + (steps // e) * FLOOR_PRODUCTS[e] * costs["hvp_s"] / runs[0]["seconds"]
+            for e in FLOOR_PRODUCTS
+        },
+        "products_per_measurement": {
+            e: (runs[e]["seconds"] - runs[0]["seconds"]) / ((steps // e) * costs["hvp_s"])
+            for e in FLOOR_PRODUCTS
+        },
     }
+
+
+def _product_cost(problem: Problem, config: TrialConfig, repeats: int) -> dict[str, float]:
+    """Seconds of one training gradient and of one Hessian-vector product on the gradient
+    graph (the way tracking computes them), at the protocol's initialization."""
+    model = problem.build_model(config.init_seed)
+    params = {k: v.detach() for k, v in model.named_parameters()}
+    loss_fn = problem.loss_fn(model, problem.x_train, problem.y_train)
+    leaves = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    op = HVPOperator(loss_fn, params)
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))
+    rounds = 5 * repeats  # short calls: more of them than of the runs
+
+    def gradient() -> None:
+        torch.autograd.grad(loss_fn(leaves), list(leaves.values()))
+
+    gradient(), op(v)  # warm-up
+    grad_s = best_time(gradient, rounds)[0]
+    hvp_s = best_time(lambda: op(v), rounds)[0]
+    return {"gradient_s": grad_s, "hvp_s": hvp_s}
 
 
 def _quickstart(quick: bool, repeats: int) -> dict[str, Any]:
@@ -137,6 +178,17 @@ def format_table(result: dict[str, Any]) -> str:
     for every in EVERY:
         lines.append(
             f"  {names[every]:<24} {p['seconds'][every]:8.2f} s  {p['ratio'][every]:5.2f}x"
+        )
+    lines.append(
+        f"  one Hessian-vector product {1e3 * p['hvp_s']:.1f} ms = "
+        f"{p['hvp_s'] / p['gradient_s']:.2f} gradients ({1e3 * p['gradient_s']:.1f} ms); "
+        "with exact products no tracker goes below:"
+    )
+    for every, products in FLOOR_PRODUCTS.items():
+        lines.append(
+            f"    {names[every]:<22} {p['floor'][every]:5.2f}x at {products} product"
+            f"{'s' if products > 1 else ''} per measurement "
+            f"(these runs: {p['products_per_measurement'][every]:.1f} products' time)"
         )
     if p["max_rel_diff_every_10_vs_1"] is not None:
         lines.append(

@@ -16,10 +16,21 @@ def test_quick_tracking_benchmark_prints_its_ratios_of_its_times():
     for every, seconds in p["seconds"].items():
         assert p["ratio"][every] == pytest.approx(seconds / p["seconds"][0])
     assert p["max_rel_diff_every_10_vs_1"] <= p["tol"]  # every-10 values are exact too
+    assert p["hvp_s"] > 0 and p["gradient_s"] > 0
+    for every, products in tracking.FLOOR_PRODUCTS.items():
+        measurements = p["steps"] // every
+        spent = p["seconds"][every] - p["seconds"][0]
+        assert p["floor"][every] == pytest.approx(
+            1 + measurements * products * p["hvp_s"] / p["seconds"][0]
+        )
+        assert p["products_per_measurement"][every] == pytest.approx(
+            spent / (measurements * p["hvp_s"])
+        )
     assert q["ratio"] == pytest.approx(q["seconds"]["tracked"] / q["seconds"]["untracked"])
     table = tracking.format_table(result)
     assert f"{p['ratio'][10]:5.2f}x" in table and f"{q['ratio']:5.2f}x" in table
     assert "load average" in table
+    assert f"{p['floor'][1]:5.2f}x at 1 product per measurement" in table
 
 
 @pytest.mark.slow
@@ -31,6 +42,7 @@ def test_quick_orchestration_benchmark_prints_its_ratios_of_its_times():
     assert q["ideal_s"] == pytest.approx(q["serial_s"] / result["cpus"])
     assert q["shipped_over_ideal"] == pytest.approx(q["shipped_s"] / q["ideal_s"])
     assert q["packing_speedup"] == pytest.approx(q["pack_size_1_s"] / q["shipped_s"])
+    assert q["floor_over_ideal"] == pytest.approx((q["ideal_s"] + q["fixed_s"]) / q["ideal_s"])
     table = orchestration.format_table(result)
     assert f"{q['shipped_over_ideal']:.2f}x the ideal" in table
     assert "half diverging" not in table
@@ -50,6 +62,8 @@ def test_the_orchestration_table_prints_each_ratio_beside_its_times():
             "pack_size_1_s": 27.0,
             "shipped_over_ideal": 2.0,
             "packing_speedup": 0.9,
+            "fixed_s": 12.0,
+            "floor_over_ideal": 1.8,
         },
         "half_diverging": {
             "trials": 24,
@@ -67,8 +81,9 @@ def test_the_orchestration_table_prints_each_ratio_beside_its_times():
     assert lines[3].split() == ["ideal", "(that", "/", "2", "CPUs)", "15.0", "s", "1.00x"]
     assert lines[4].endswith("30.0 s  2.00x the ideal")
     assert lines[5].endswith("27.0 s  pack_size auto: 0.90x the speed of pack_size 1")
-    assert lines[6] == "24 small-MLP trials, half diverging early, warmup-sweep run:"
-    assert lines[7].endswith("12.0 s  1.25x the speed of pack_size 1")
+    assert lines[6].endswith("12.0 s  fixed cost: no sweep through Ray here goes below 1.80x")
+    assert lines[7] == "24 small-MLP trials, half diverging early, warmup-sweep run:"
+    assert lines[8].endswith("12.0 s  1.25x the speed of pack_size 1")
 
 
 def test_gpu_benchmark_runs_on_cpu_in_quick_mode():
