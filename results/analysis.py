@@ -11,6 +11,8 @@ x eta_trgt cell, aggregated over seed replicates (`init_seed`, `data_seed`). Rul
   errored).
 - The metric mean/std are over the completed and stuck seeds with a finite value
   (std is the sample std, NaN for a single seed).
+- A trial counts once: a results root whose sweeps share a grid point holds that trial
+  (the same id) once per sweep (`unique_trials`).
 - The divergence boundary follows the paper: a cell is trainable when it is `ok`;
   `diverged` and `stuck` cells failed (a run that ends below 1.5x chance accuracy
   did not train, as the paper counts it). `stuck_trainable=True` keeps the older
@@ -56,6 +58,7 @@ __all__ = [
     "sharpness_column",
     "threshold_at",
     "trainable_statuses",
+    "unique_trials",
 ]
 
 DEFAULT_FACETS: tuple[str, ...] = ("parameterization", "optimizer", "init_scale")
@@ -159,6 +162,18 @@ def _cell_status(statuses: pd.Series) -> str:
     return "error" if present else "missing"
 
 
+def unique_trials(trials: pd.DataFrame) -> pd.DataFrame:
+    """Each trial id once. Two sweeps that share a grid point run the same trial (its id
+    hashes its config), and a results root loads both copies: one is kept, an ended run
+    over one that ended in `error`, else the first."""
+    if "trial_id" not in trials.columns or not trials["trial_id"].duplicated().any():
+        return trials
+    errored = trials["status"].astype(str).eq("error") if "status" in trials.columns else False
+    order = trials.assign(_errored=errored).sort_values("_errored", kind="stable")
+    kept = order.drop_duplicates("trial_id").drop(columns="_errored")
+    return trials.loc[trials.index.isin(kept.index)]
+
+
 # --------------------------------------------------------------------------- phase diagrams
 
 
@@ -180,7 +195,7 @@ def phase_table(
         raise KeyError(f"metric {metric!r} not in trials")
     facets = list(facets)
     records = []
-    for key, rows in _facet_groups(trials, facets):
+    for key, rows in _facet_groups(unique_trials(trials), facets):
         column = resolve_eta(rows, eta)
         rows = rows[rows[column].notna() & rows["warmup_steps"].notna()]
         if rows.empty:
@@ -540,11 +555,12 @@ def regime_map(
         str(t): rows for t, rows in steps.groupby(steps["trial_id"].astype(str), observed=True)
     }
     records = []
-    for _, trial in trials.iterrows():
+    for _, trial in unique_trials(trials).iterrows():
         rows = by_trial.get(str(trial["trial_id"]))
         if rows is None or rows.empty:
             continue
-        rows = rows.sort_values("step")
+        # A trial shared by two loaded sweeps has each step twice: once is enough.
+        rows = rows.drop_duplicates("step").sort_values("step")
         column = sharpness_column(trial.get("optimizer"))
         record = {c: trial[c] for c in ("trial_id", *context)}
         record.update(_regime(stability, rows, column, window, rel_tol))

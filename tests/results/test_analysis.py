@@ -118,6 +118,36 @@ def test_cell_status_rules_keep_diverged_stuck_error_missing_distinct():
     assert status.loc[4].tolist() == ["error", "stuck", "ok"]
 
 
+def test_a_trial_shared_by_two_loaded_sweeps_counts_once():
+    # Two sweeps ran the grid point (warmup 1, eta 0.1) of seed 0 (one trial id, as its
+    # config hashes to it); only seed 1 is a second trial of that cell.
+    shared = {"warmup_steps": 1, "eta_trgt": 0.1, "status": "completed"}
+    trials = frame(
+        [
+            {**shared, "final_test_loss": 0.5, "sweep": "a"},
+            {**shared, "final_test_loss": 0.5, "sweep": "b"},
+            {**shared, "init_seed": 1, "final_test_loss": 0.7, "sweep": "b"},
+        ]
+    )
+    trials["trial_id"] = ["t0", "t0", "t1"]
+    cell = phase_table(trials).set_index(["warmup_steps", "eta"]).loc[(1, 0.1)]
+    assert cell["n_trials"] == 2 and cell["n"] == 2
+    assert cell["mean"] == pytest.approx(0.6)  # (0.5 + 0.7) / 2, not (0.5 + 0.5 + 0.7) / 3
+
+
+def test_of_a_trial_run_twice_an_ended_run_is_kept_over_an_error():
+    trials = frame(
+        [
+            {"warmup_steps": 1, "eta_trgt": 0.1, "status": "error", "sweep": "a"},
+            {"warmup_steps": 1, "eta_trgt": 0.1, "status": "diverged", "sweep": "b"},
+        ]
+    )
+    trials["trial_id"] = ["t0", "t0"]
+    cell = phase_table(trials).iloc[0]
+    assert (cell["n_trials"], cell["n_diverged"], cell["n_error"]) == (1, 1, 0)
+    assert cell["status"] == "diverged"
+
+
 def test_missing_cells_fill_the_grid_union_across_facets():
     rows = [
         {"parameterization": "sp", "warmup_steps": 1, "eta_trgt": 0.1, "status": "completed"},
@@ -371,6 +401,21 @@ def test_regime_map_labels_synthetic_trajectories():
     assert regimes.loc["t1", "threshold_at_warmup_end"] == pytest.approx(20.0)  # 2 / 0.1
     assert regimes.loc["t2", "threshold_at_warmup_end"] == pytest.approx(3800.0)  # 38 / 0.01
     assert pd.isna(regimes.loc["t3", "warmup_end_step"])
+
+
+def test_a_trial_shared_by_two_loaded_sweeps_has_one_regime_from_one_copy_of_its_steps():
+    n = 40
+    t = np.arange(n)
+    loss = np.exp(-t / 20) + 0.1
+    loss[8:12] = 5.0  # one catapult
+    one = steps_frame("t0", np.where(t % 5 == 0, 50.0 - t, np.nan), loss, 0.1)
+    trials = frame([{"warmup_steps": 10, "eta_trgt": 0.1, "status": "completed"}] * 2)
+    trials["trial_id"] = ["t0", "t0"]
+    regimes = regime_map(trials, pd.concat([one, one]), window=20)
+    assert len(regimes) == 1
+    row = regimes.iloc[0]
+    assert (row["regime"], row["num_catapults"]) == ("reduction", 1)
+    assert row["sharpness_at_warmup_end"] == pytest.approx(40.0)  # 50 - 10
 
 
 def test_regime_map_skips_trials_without_steps():
