@@ -16,6 +16,11 @@ when a newer Ray changes it:
 - `use_legacy_reporter()`: Tune's new console output prints tables whatever
   `verbose` says; `RAY_AIR_NEW_OUTPUT=0` keeps the legacy reporter, which honours
   `verbose=0` (`ray.tune.experimental.output.get_air_verbosity`).
+- `no_callback_census()`: before it starts a trial, `tune.run` counts the callbacks
+  it was given for Ray's usage statistics (`ray.air._internal.usage.tag_callbacks`),
+  importing its W&B, MLflow, Comet and Aim integrations to do so, and those import
+  wandb and mlflow when installed: 2 s of the driver's start-up on the project's
+  machine. The tool's own callbacks are none of those; the context skips the count.
 
 The worker side (a stopped trial's `tune.report` raising `SystemExit`, Tune's
 `__mixins__` hook) is in `trials.tune`, where the trainable calls Ray.
@@ -28,6 +33,7 @@ import os
 from collections.abc import Iterator
 
 from ray._private import ray_constants
+from ray.air._internal import usage as air_usage
 
 __all__ = [
     "AUTH_NOTICE",
@@ -36,6 +42,7 @@ __all__ = [
     "LOOPBACK",
     "NODE_IP_KEYWORD",
     "loopback_only",
+    "no_callback_census",
     "use_legacy_reporter",
 ]
 
@@ -66,3 +73,20 @@ def use_legacy_reporter() -> None:
     """Have Tune use its legacy console reporter (which honours `verbose=0`), unless the
     user chose otherwise; must run before a `tune.Tuner` is made."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+
+
+@contextlib.contextmanager
+def no_callback_census() -> Iterator[None]:
+    """Meanwhile `tune.run` records no count of its callbacks (see the module docstring);
+    restores Ray's function after."""
+    census = air_usage.tag_callbacks
+    air_usage.tag_callbacks = _no_census
+    try:
+        yield
+    finally:
+        air_usage.tag_callbacks = census
+
+
+def _no_census(callbacks: object) -> bool:
+    """`tag_callbacks`' signature; recorded nothing."""
+    return False

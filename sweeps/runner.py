@@ -29,6 +29,7 @@ from sweeps.ledger import Ledger, SweepOutcome, refreshing_cache
 from sweeps.lock import sweep_lock
 from sweeps.packing import concurrent_workers, group_into_packs, resolve_pack_size
 from sweeps.progress import Progress
+from sweeps.ray_private import no_callback_census
 from sweeps.ray_session import init_ray
 from sweeps.schema import RangeAxis, RelativeAxis, SweepSpec
 from sweeps.search import UniqueSearch
@@ -142,7 +143,7 @@ def _fit(
         run_name=run_name,
         slots=slots,
     )
-    with refreshing_cache(run.ledger):
+    with refreshing_cache(run.ledger), no_callback_census():
         tuner.fit()
     progress.finish()
 

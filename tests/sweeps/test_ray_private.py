@@ -7,6 +7,7 @@ The last two start an embedded Ray (shut down at the end of the module).
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 import signal
 from pathlib import Path
@@ -15,6 +16,8 @@ import pytest
 import ray
 from ray import tune
 from ray._private import ray_constants, services
+from ray.air._internal import usage
+from ray.tune import tune as tune_module
 from ray.tune.experimental.output import get_air_verbosity
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.trainable.function_trainable import wrap_function
@@ -27,6 +30,7 @@ from sweeps.ray_private import (
     LOOPBACK,
     NODE_IP_KEYWORD,
     loopback_only,
+    no_callback_census,
     use_legacy_reporter,
 )
 from trials.tune import WaitForFiles, trainable
@@ -84,6 +88,19 @@ def test_the_legacy_reporter_honours_verbose_0(monkeypatch) -> None:
     assert get_air_verbosity(0) is not None  # Tune's new output, which prints anyway
     use_legacy_reporter()
     assert get_air_verbosity(0) is None, CHANGED
+
+
+def test_tune_counts_its_callbacks_by_importing_the_integrations_and_the_census_skips_it():
+
+    # What tune.run calls on the callbacks it is given, and what that call imports.
+    assert "air_usage.tag_callbacks(callbacks)" in inspect.getsource(tune_module.run), CHANGED
+    assert tune_module.air_usage is usage, CHANGED
+    count = inspect.getsource(usage._count_callbacks)
+    assert "ray.air.integrations.wandb" in count and "ray.air.integrations.mlflow" in count
+    original = usage.tag_callbacks
+    with no_callback_census():
+        assert tune_module.air_usage.tag_callbacks([object()]) is False
+    assert usage.tag_callbacks is original  # restored
 
 
 @pytest.fixture(scope="module")
