@@ -132,14 +132,25 @@ def _quickstart(quick: bool, repeats: int) -> dict[str, Any]:
     every = configs[0].sharpness_every
     plain = [c.model_copy(update={"sharpness_every": 0}) for c in configs]
     run_trial(plain[0].model_copy(update={"num_steps": 2}))  # warm-up
-    seconds = {}
+    seconds, results = {}, {}
     for label, batch in (("tracked", configs), ("untracked", plain)):
-        seconds[label], _ = best_time(lambda b=batch: [run_trial(c) for c in b], repeats)
+        seconds[label], results[label] = best_time(
+            lambda b=batch: [run_trial(c) for c in b], repeats
+        )
+    # Updates with a sharpness value: update 1's is lambda0 (no product), but a trial that
+    # ran every update measures once more at its end, so this counts about right.
+    measurements = sum(sum(v is not None for v in r.steps["sharpness"]) for r in results["tracked"])
+    costs = _product_cost(Problem(configs[0]), configs[0], repeats)
+    spent = seconds["tracked"] - seconds["untracked"]
     return {
         "trials": len(configs),
         "sharpness_every": every,
         "seconds": seconds,
         "ratio": seconds["tracked"] / seconds["untracked"],
+        "measurements": measurements,
+        **costs,
+        "floor": 1 + measurements * 2 * costs["hvp_s"] / seconds["untracked"],
+        "products_per_measurement": spent / (measurements * costs["hvp_s"]),
     }
 
 
@@ -200,5 +211,9 @@ def format_table(result: dict[str, Any]) -> str:
         f"  {'own tracking (every ' + str(q['sharpness_every']) + ')':<24} "
         f"{q['seconds']['tracked']:8.2f} s  {q['ratio']:5.2f}x",
         f"  {'no tracking':<24} {q['seconds']['untracked']:8.2f} s  1.00x",
+        f"  one product {1e3 * q['hvp_s']:.1f} ms = {q['hvp_s'] / q['gradient_s']:.2f} "
+        f"gradients; {q['measurements']} measurements: no tracker of exact products goes "
+        f"below {q['floor']:.2f}x at 2 products per measurement "
+        f"(these runs: {q['products_per_measurement']:.1f} products' time)",
     ]
     return "\n".join(lines)

@@ -27,6 +27,11 @@ def test_quick_tracking_benchmark_prints_its_ratios_of_its_times():
             spent / (measurements * p["hvp_s"])
         )
     assert q["ratio"] == pytest.approx(q["seconds"]["tracked"] / q["seconds"]["untracked"])
+    # 2 quick trials of 10 updates, measured at updates 1, 6 (every 5), unless diverged.
+    assert 2 <= q["measurements"] <= 4
+    assert q["floor"] == pytest.approx(
+        1 + q["measurements"] * 2 * q["hvp_s"] / q["seconds"]["untracked"]
+    )
     table = tracking.format_table(result)
     assert f"{p['ratio'][10]:5.2f}x" in table and f"{q['ratio']:5.2f}x" in table
     assert "load average" in table
