@@ -21,6 +21,7 @@ from trials.data import (
     UNKNOWN_CHAR,
     DataError,
     Dataset,
+    digits_arrays,
     load_dataset,
 )
 
@@ -367,6 +368,16 @@ def test_cifar_pickle_refuses_builtin_functions_in_any_protocol(tmp_path):
 # ---------------------------------------------------------------------------
 # Digits
 # ---------------------------------------------------------------------------
+
+
+def test_digits_are_scikit_learns_arrays_read_without_importing_it():
+    from sklearn.datasets import load_digits
+
+    pixels, labels = digits_arrays()
+    reference = load_digits()
+    np.testing.assert_array_equal(pixels, reference.data)
+    np.testing.assert_array_equal(labels, reference.target)
+    assert labels.dtype == np.int64
 
 
 def test_digits_default_split_is_1500_train_297_test_vectors():
