@@ -33,7 +33,6 @@ import os
 from collections.abc import Iterator
 
 from ray._private import ray_constants
-from ray.air._internal import usage as air_usage
 
 __all__ = [
     "AUTH_NOTICE",
@@ -79,6 +78,8 @@ def use_legacy_reporter() -> None:
 def no_callback_census() -> Iterator[None]:
     """Meanwhile `tune.run` records no count of its callbacks (see the module docstring);
     restores Ray's function after."""
+    from ray.air._internal import usage as air_usage  # 0.5 s; Tune imports it anyway
+
     census = air_usage.tag_callbacks
     air_usage.tag_callbacks = _no_census
     try:

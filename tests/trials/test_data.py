@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import os
 import pickle
@@ -378,6 +379,15 @@ def test_digits_are_scikit_learns_arrays_read_without_importing_it():
     np.testing.assert_array_equal(pixels, reference.data)
     np.testing.assert_array_equal(labels, reference.target)
     assert labels.dtype == np.int64
+
+
+def test_digits_come_from_scikit_learns_loader_when_its_file_is_not_found(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    pixels, labels = digits_arrays()
+    np.testing.assert_array_equal(pixels, load_digits().data)
+    np.testing.assert_array_equal(labels, load_digits().target)
 
 
 def test_digits_default_split_is_1500_train_297_test_vectors():
