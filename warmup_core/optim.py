@@ -61,6 +61,8 @@ __all__ = [
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "gi-adam", "random-v0-adam", "radam")
 ADAM_FAMILY = ("adam", "adamw", "gi-adam", "random-v0-adam", "radam")
+# The Adam family's default betas and eps (torch.optim.Adam's), shared by every variant.
+BETA1, BETA2, EPS = 0.9, 0.999, 1e-8
 
 Params = Mapping[str, torch.Tensor]
 
@@ -198,9 +200,9 @@ class Adam(Optimizer):
 
     def __init__(
         self,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
+        beta1: float = BETA1,
+        beta2: float = BETA2,
+        eps: float = EPS,
         weight_decay: float = 0.0,
         decoupled: bool = False,
         gi: bool = False,
@@ -302,9 +304,9 @@ class RandomV0Adam(Adam):
 
     def __init__(
         self,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
+        beta1: float = BETA1,
+        beta2: float = BETA2,
+        eps: float = EPS,
         weight_decay: float = 0.0,
         v0_seed: int = 0,
         lr_multipliers: Mapping[str, float] | None = None,
@@ -348,9 +350,9 @@ class RAdam(Adam):
 
     def __init__(
         self,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
+        beta1: float = BETA1,
+        beta2: float = BETA2,
+        eps: float = EPS,
         weight_decay: float = 0.0,
         lr_multipliers: Mapping[str, float] | None = None,
     ) -> None:
